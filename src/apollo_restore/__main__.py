@@ -1,0 +1,5 @@
+import sys
+
+from apollo_restore.cli import main
+
+sys.exit(main())

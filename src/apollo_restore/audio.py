@@ -1,0 +1,206 @@
+"""Audio I/O: reading any supported file, atomic writing, resampling, channel layout.
+
+Audio arrays are float32 numpy arrays shaped ``[channels, samples]`` everywhere in this package.
+Every failure a user can cause (missing file, not audio, empty, NaN samples, unwritable output) is raised
+as :class:`ApolloError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from apollo_restore.errors import ApolloError
+
+#: extensions `apollo restore` picks up when given a folder
+INPUT_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
+#: output container -> default sample format (float WAV cannot clip; FLAC has no float format)
+DEFAULT_SUBTYPE = {".wav": "FLOAT", ".flac": "PCM_24"}
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file holds, read from its header."""
+
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int
+    subtype: str
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def _open_error(path: Path, error: Exception) -> ApolloError:
+    if not path.exists():
+        return ApolloError(f"{path}: no such file")
+    if path.is_dir():
+        return ApolloError(f"{path}: is a folder, not an audio file")
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return ApolloError(f"{path}: cannot read audio ({reason})")
+
+
+def audio_info(path: str | os.PathLike) -> AudioInfo:
+    """Header facts of an audio file; raises ApolloError if it is missing, unreadable or empty."""
+    path = Path(path)
+    try:
+        info = sf.info(str(path))
+    except Exception as error:
+        raise _open_error(path, error) from None
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise ApolloError(f"{path}: holds no audio samples")
+    return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), str(info.subtype))
+
+
+def _check_finite(audio: np.ndarray, where: str) -> None:
+    if not np.isfinite(audio).all():
+        raise ApolloError(f"{where}: contains NaN or infinite samples")
+
+
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Read a whole file as float32 ``[channels, samples]`` and its sample rate."""
+    info = audio_info(path)
+    blocks = [block for _, block in iter_audio_blocks(info.path, 1 << 20)]
+    return np.concatenate(blocks, axis=1), info.sample_rate
+
+
+def iter_audio_blocks(path: str | os.PathLike, block_frames: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(start_frame, block [channels, n])`` through a file without loading all of it.
+
+    Raises ApolloError on a truncated/corrupt stream or non-finite samples.
+    """
+    path = Path(path)
+    try:
+        handle = sf.SoundFile(str(path))
+    except Exception as error:
+        raise _open_error(path, error) from None
+    with handle:
+        start = 0
+        while True:
+            try:
+                block = handle.read(block_frames, dtype="float32", always_2d=True)
+            except Exception as error:
+                raise ApolloError(f"{path}: stream is corrupt or truncated ({error})") from None
+            if block.shape[0] == 0:
+                break
+            block = np.ascontiguousarray(block.T)
+            _check_finite(block, str(path))
+            yield start, block
+            start += block.shape[1]
+        if start == 0:
+            raise ApolloError(f"{path}: holds no audio samples")
+
+
+def as_channels_first(audio: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``[samples]`` or ``[channels, samples]`` -> float32 ``[channels, samples]``, and whether it was 1-D."""
+    audio = np.asarray(audio)
+    if audio.ndim == 1:
+        return audio[None].astype(np.float32, copy=False), True
+    if audio.ndim != 2:
+        raise ApolloError(f"audio must be [samples] or [channels, samples], got shape {audio.shape}")
+    if audio.shape[1] == 0:
+        raise ApolloError("audio has no samples")
+    return audio.astype(np.float32, copy=False), False
+
+
+def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """High-quality (soxr VHQ) resampling of ``[channels, samples]``; a no-op when the rates match."""
+    if sr_in == sr_out:
+        return audio
+    out = soxr.resample(np.ascontiguousarray(audio.T), sr_in, sr_out, quality="VHQ")
+    return np.ascontiguousarray(out.T, dtype=np.float32)
+
+
+class ResampleStream:
+    """Chunked soxr resampling of ``[channels, n]`` blocks; the concatenated output equals one-shot use."""
+
+    def __init__(self, sr_in: int, sr_out: int, channels: int):
+        self.identity = sr_in == sr_out
+        self._stream = None if self.identity else soxr.ResampleStream(sr_in, sr_out, channels, "float32", "VHQ")
+
+    def __call__(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        if self._stream is None:
+            return block
+        out = self._stream.resample_chunk(np.ascontiguousarray(block.T, dtype=np.float32), last=last)
+        return np.ascontiguousarray(out.T)
+
+
+def output_subtype(path: str | os.PathLike, subtype: str | None) -> str:
+    """The sample format to write ``path`` with: the user's choice, validated, or the container default."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in DEFAULT_SUBTYPE:
+        raise ApolloError(f"{path}: output must be .wav or .flac")
+    subtype = (subtype or DEFAULT_SUBTYPE[suffix]).upper()
+    if not sf.check_format(suffix.lstrip(".").upper(), subtype):
+        raise ApolloError(f"{path}: sample format {subtype} is not possible in {suffix} files")
+    return subtype
+
+
+class AtomicAudioWriter:
+    """Write audio block by block to a temporary file beside ``path``; rename it into place on success.
+
+    An existing file at ``path`` is untouched until the whole new file is written; on any error the
+    temporary file is removed. Integer formats clip; the number of clipped samples is counted.
+    """
+
+    def __init__(self, path: str | os.PathLike, sample_rate: int, channels: int, subtype: str | None = None):
+        self.path = Path(path)
+        self.subtype = output_subtype(self.path, subtype)
+        self.clipped = 0
+        directory = self.path.parent
+        if not directory.exists():
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise ApolloError(f"{directory}: cannot create output folder ({error.strerror})") from None
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".part{self.path.suffix}",
+                                       dir=directory)
+            os.close(fd)
+        except OSError as error:
+            raise ApolloError(f"{self.path}: cannot write here ({error.strerror})") from None
+        self._tmp = Path(tmp)
+        self._file = sf.SoundFile(tmp, "w", samplerate=sample_rate, channels=channels, subtype=self.subtype,
+                                  format=self.path.suffix.lstrip(".").upper())
+
+    def write(self, block: np.ndarray) -> None:
+        """Append ``block`` ``[channels, n]``."""
+        if not self.subtype.startswith(("FLOAT", "DOUBLE")):
+            over = np.abs(block) > 1.0
+            self.clipped += int(over.sum())
+            block = np.clip(block, -1.0, 1.0)
+        try:
+            self._file.write(np.ascontiguousarray(block.T))
+        except Exception as error:
+            raise ApolloError(f"{self.path}: write failed ({error})") from None
+
+    def __enter__(self) -> AtomicAudioWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._file.close()
+        if exc_type is None:
+            try:
+                os.replace(self._tmp, self.path)
+                return
+            except OSError as error:
+                self._tmp.unlink(missing_ok=True)
+                raise ApolloError(f"{self.path}: cannot write ({error.strerror})") from None
+        self._tmp.unlink(missing_ok=True)
+
+
+def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subtype: str | None = None) -> int:
+    """Atomically write ``[channels, samples]`` to a .wav/.flac file; returns the count of clipped samples."""
+    audio, _ = as_channels_first(audio)
+    with AtomicAudioWriter(path, sample_rate, audio.shape[0], subtype) as writer:
+        writer.write(audio)
+    return writer.clipped

@@ -1,0 +1,96 @@
+"""The Apollo generator: STFT -> band split -> B x (band transformer, temporal convs) -> band merge -> iSTFT."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from apollo_restore.model.bands import BandMerge, BandSplit
+from apollo_restore.model.config import ApolloConfig
+from apollo_restore.model.layers import BandTransformer, TemporalConvBlock
+
+#: state of a causal model between calls: one history tensor per temporal conv block
+ConvState = list[Tensor]
+
+
+class BandSequenceBlock(nn.Module):
+    """One BS module: a transformer across bands, then ``tcn_blocks`` residual conv blocks along time."""
+
+    def __init__(self, config: ApolloConfig):
+        super().__init__()
+        dim = config.feature_dim
+        self.band = BandTransformer(dim, config.num_heads, config.num_bands, config.rope_theta)
+        self.time = nn.ModuleList(
+            TemporalConvBlock(dim, config.conv_kernel, config.causal) for _ in range(config.tcn_blocks)
+        )
+
+    def forward(self, x: Tensor, state: ConvState | None) -> tuple[Tensor, ConvState]:
+        x = self.band(x)
+        new_state = []
+        for i, block in enumerate(self.time):
+            x, history = block(x, None if state is None else state[i])
+            if history is not None:
+                new_state.append(history)
+        return x, new_state
+
+
+class Apollo(nn.Module):
+    """Apollo restoration generator.
+
+    ``forward(audio [batch, channels, samples]) -> [batch, channels, samples]``. Channels are folded into the
+    batch (each channel restored alone with shared weights). STFT: periodic Hann, ``n_fft = win = 20 ms``,
+    hop 10 ms, centred frames (reflect padding; zero padding in the causal variant).
+    """
+
+    def __init__(self, config: ApolloConfig | None = None):
+        super().__init__()
+        self.config = config = config or ApolloConfig()
+        if len(config.widths) != config.num_bands:
+            raise ValueError(f"{len(config.widths)} band widths for {config.num_bands} bands")
+        self.register_buffer("window", torch.hann_window(config.n_fft), persistent=False)
+        self.split = BandSplit(config.widths, config.feature_dim)
+        self.blocks = nn.ModuleList(BandSequenceBlock(config) for _ in range(config.num_layers))
+        self.merge = BandMerge(config.widths, config.feature_dim)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # -- spectral path ---------------------------------------------------------------------------------------
+
+    def stft(self, audio: Tensor) -> Tensor:
+        """``[batch, samples]`` -> complex ``[batch, frames, bins]`` (frame t centred on sample t * hop)."""
+        c = self.config
+        spec = torch.stft(
+            audio.float(), c.n_fft, c.hop, window=self.window, center=True,
+            pad_mode="constant" if c.causal else "reflect", return_complex=True,
+        )
+        return spec.transpose(1, 2)
+
+    def istft(self, spec: Tensor, length: int) -> Tensor:
+        """complex ``[batch, frames, bins]`` -> ``[batch, length]``."""
+        c = self.config
+        return torch.istft(spec.transpose(1, 2), c.n_fft, c.hop, window=self.window, center=True, length=length)
+
+    def spectral_forward(self, spec: Tensor, state: list[ConvState] | None = None) -> tuple[Tensor, list[ConvState]]:
+        """Restore a spectrogram: complex ``[batch, frames, bins]`` -> same shape.
+
+        ``state`` carries the causal model's conv histories from the previous call (None = start of stream);
+        the returned state continues it. Non-causal models return an empty state.
+        """
+        x = self.split(spec)
+        new_state = []
+        for i, block in enumerate(self.blocks):
+            x, block_state = block(x, None if state is None else state[i])
+            new_state.append(block_state)
+        return self.merge(x), new_state
+
+    def forward(self, audio: Tensor) -> Tensor:
+        batch, channels, length = audio.shape
+        flat = audio.reshape(batch * channels, length)
+        # reflect padding needs more than half a window of signal; very short inputs get zeros appended
+        padded = max(length, self.config.n_fft // 2 + 1)
+        if padded > length:
+            flat = torch.nn.functional.pad(flat, (0, padded - length))
+        restored, _ = self.spectral_forward(self.stft(flat))
+        out = self.istft(restored, padded)[:, :length]
+        return out.reshape(batch, channels, length).to(audio.dtype)

@@ -1,0 +1,94 @@
+"""Band split (gain-shape features + per-band bottleneck) and band reconstruction (per-band GLU head).
+
+Bands are grouped into *runs* of consecutive bands with equal width (the default 44.1 kHz layout has two runs:
+79 bands of 5 bins, 1 band of 47). Each run is one reshape and one batched matmul, so the work is vectorised
+over bands; the loop is over runs only.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from apollo_restore.model.layers import BandwiseLinear, RMSNorm
+
+GAIN_EPS = torch.finfo(torch.float32).eps
+
+
+@dataclass(frozen=True)
+class BandRun:
+    """``bands`` consecutive bands of ``width`` bins starting at bin ``start`` (and band index ``first_band``)."""
+
+    start: int
+    first_band: int
+    bands: int
+    width: int
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.bands * self.width
+
+
+def band_runs(widths: tuple[int, ...]) -> list[BandRun]:
+    """Group band widths into runs of equal consecutive widths."""
+    runs, start, band = [], 0, 0
+    for width, group in itertools.groupby(widths):
+        count = len(list(group))
+        runs.append(BandRun(start, band, count, width))
+        start += count * width
+        band += count
+    return runs
+
+
+def gain_shape(spec: Tensor, run: BandRun) -> Tensor:
+    """Gain-shape features of one run: ``spec [batch, frames, bins]`` complex -> ``[batch, frames, bands, 2w+1]``.
+
+    Per band and frame: ``[Re/g, Im/g, log g]`` with ``g = sqrt(sum |X|^2 + eps)`` (finite on silence).
+    """
+    band = spec[..., run.start : run.stop].unflatten(-1, (run.bands, run.width))
+    real, imag = band.real, band.imag
+    gain = torch.sqrt((real.square() + imag.square()).sum(-1, keepdim=True) + GAIN_EPS)
+    return torch.cat([real / gain, imag / gain, gain.log()], dim=-1)
+
+
+class BandSplit(nn.Module):
+    """Spectrum -> band embeddings: ``[batch, frames, bins]`` complex -> ``[batch, frames, bands, dim]``."""
+
+    def __init__(self, widths: tuple[int, ...], dim: int):
+        super().__init__()
+        self.runs = band_runs(widths)
+        self.norms = nn.ModuleList(RMSNorm(r.bands, 2 * r.width + 1) for r in self.runs)
+        self.projections = nn.ModuleList(BandwiseLinear(r.bands, 2 * r.width + 1, dim) for r in self.runs)
+
+    def forward(self, spec: Tensor) -> Tensor:
+        parts = [
+            proj(norm(gain_shape(spec, run)))
+            for run, norm, proj in zip(self.runs, self.norms, self.projections, strict=True)
+        ]
+        return torch.cat(parts, dim=2)
+
+
+class BandMerge(nn.Module):
+    """Band embeddings -> spectrum: ``[batch, frames, bands, dim]`` -> ``[batch, frames, bins]`` complex.
+
+    Per band: RMSNorm -> linear to 4w -> GLU -> (real, imag) of the band's w bins. Direct regression, no mask.
+    """
+
+    def __init__(self, widths: tuple[int, ...], dim: int):
+        super().__init__()
+        self.runs = band_runs(widths)
+        self.norms = nn.ModuleList(RMSNorm(r.bands, dim) for r in self.runs)
+        self.projections = nn.ModuleList(BandwiseLinear(r.bands, dim, 4 * r.width) for r in self.runs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        parts = []
+        for run, norm, proj in zip(self.runs, self.norms, self.projections, strict=True):
+            band = x[:, :, run.first_band : run.first_band + run.bands]
+            real_imag = F.glu(proj(norm(band)), dim=-1).float()  # [batch, frames, bands, 2w]
+            real, imag = real_imag.chunk(2, dim=-1)
+            parts.append(torch.complex(real, imag).flatten(-2))
+        return torch.cat(parts, dim=-1)
