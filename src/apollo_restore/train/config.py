@@ -1,0 +1,141 @@
+"""Training configuration: typed dataclasses, read from YAML and written back resolved into each run.
+
+One YAML file has the sections ``model`` (:class:`ApolloConfig`), ``data`` (:class:`MixConfig`),
+``validation``, ``discriminator``, ``loss``, ``optim`` and ``train``; a missing section or key keeps its
+default, which is the paper's recipe (section III-B). See ``configs/paper.yaml`` and ``docs/training.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from apollo_restore.data import MixConfig
+from apollo_restore.errors import ApolloError
+from apollo_restore.model import ApolloConfig
+from apollo_restore.train.mapping import apply_override, from_mapping, to_mapping
+
+#: STFT sizes of the discriminator and of the reconstruction loss (paper III-B, Table I)
+PAPER_FFT_SIZES = (32, 64, 128, 256, 512, 1024, 2048)
+
+
+@dataclass
+class DiscriminatorConfig:
+    """Multi-resolution STFT discriminator (Table I): one 7-layer 2-D conv net per STFT size."""
+
+    fft_sizes: tuple[int, ...] = PAPER_FFT_SIZES
+    hidden_channels: int = 8  # first layer width; doubles at every layer up to 32x
+    audio_channels: int = 2  # Re/Im of each channel are stacked: 2 * audio_channels input maps
+
+    def __post_init__(self) -> None:
+        if not self.fft_sizes or any(n < 4 for n in self.fft_sizes):
+            raise ValueError("fft_sizes must be a non-empty list of sizes >= 4")
+
+
+@dataclass
+class LossConfig:
+    """Generator loss eq. 6: ``reconstruction * L_rec + feature_matching * L_FM + adversarial * L_GAN``."""
+
+    reconstruction: float = 1.0
+    feature_matching: float = 1.0
+    adversarial: float = 1.0
+    fft_sizes: tuple[int, ...] = PAPER_FFT_SIZES  # resolutions of the magnitude loss (eq. 4), hop n_fft / 2
+
+
+@dataclass
+class OptimConfig:
+    """AdamW for both networks, StepLR decay per epoch, gradient-norm clipping (paper III-B)."""
+
+    generator_lr: float = 1e-3
+    discriminator_lr: float = 1e-4
+    weight_decay: float = 0.01
+    generator_betas: tuple[float, float] = (0.9, 0.999)
+    discriminator_betas: tuple[float, float] = (0.5, 0.99)
+    lr_decay: float = 0.98
+    lr_decay_epochs: int = 2
+    grad_clip: float = 5.0
+
+
+@dataclass
+class ValidationConfig:
+    """Validation SI-SNR for early stopping and the best checkpoint.
+
+    ``directory`` is a pre-rendered set (``apollo make-data`` layout with ``manifest.jsonl``); without one, a
+    fixed draw of ``items`` clips from the ``split`` of the training data is used.
+    """
+
+    directory: Path | None = None
+    split: str = "valid"
+    items: int = 32  # clips used per validation (the first ones of the set)
+    every_epochs: int = 1
+
+
+@dataclass
+class TrainConfig:
+    """Loop, run directory, devices and bookkeeping."""
+
+    run_dir: Path = Path("runs/apollo")
+    seed: int = 0
+    batch_size: int = 1  # per process (per GPU under torchrun)
+    epoch_size: int = 1000  # examples drawn per epoch (all processes together)
+    max_epochs: int = 1000
+    max_steps: int | None = None  # stop after this many optimizer steps (None: no limit)
+    warmup_steps: int = 0  # reconstruction-only steps before the adversarial losses switch on
+    patience: int = 20  # early stopping: epochs without a better validation SI-SNR
+    save_every_steps: int = 200  # training state + last checkpoint; also at every epoch end
+    log_every_steps: int = 10
+    num_workers: int = 2
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun each process takes its local GPU)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype on CUDA
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "epoch_size", "max_epochs", "save_every_steps", "log_every_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything one training run uses; saved resolved as ``config.yaml`` in the run directory."""
+
+    model: ApolloConfig = field(default_factory=ApolloConfig)
+    data: MixConfig = field(default_factory=MixConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read a YAML config and apply ``section.key=value`` overrides; one-line ApolloError on any problem."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ApolloError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ApolloError(f"{path}: cannot read config ({error})") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ApolloError(f"{path}: not valid YAML{line}") from None
+    if not isinstance(data, dict):
+        raise ApolloError(f"{path}: a config must be a mapping of sections")
+    for assignment in overrides:
+        apply_override(data, assignment)
+    try:
+        return from_mapping(ExperimentConfig, data)
+    except ApolloError as error:
+        raise ApolloError(f"{path}: {error}") from None
+
+
+def dump_config(config: ExperimentConfig) -> str:
+    """The resolved config as YAML text (every key, defaults included)."""
+    import yaml
+
+    return yaml.safe_dump(to_mapping(config), sort_keys=False)

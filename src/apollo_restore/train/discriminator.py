@@ -1,0 +1,74 @@
+"""Multi-resolution STFT discriminator (paper Table I).
+
+Each sub-discriminator sees the Re/Im parts of every audio channel's STFT at one resolution, stacked as
+``2 * channels`` input maps, and runs seven 3x3 conv layers (widths h, 2h, ..., 32h, 1; strides 1, 2, 1, 2, 1,
+2, 1), spectral norm and LeakyReLU(0.2) on all but the last. The waveform is first divided by its own L2
+norm over channels and time, so the discriminator is blind to level. With the paper's 7 resolutions and
+h = 8 it has 2.77 M parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from apollo_restore.train.config import DiscriminatorConfig
+from apollo_restore.train.spectral import stft
+
+#: (width multiplier, stride) of the six hidden layers; the seventh maps to one logit map with stride 1
+_HIDDEN_LAYERS = ((1, 1), (2, 2), (4, 1), (8, 2), (16, 1), (32, 2))
+
+
+class SpectrogramDiscriminator(nn.Module):
+    """One resolution: ``[batch, channels, samples]`` -> logits ``[batch, 1, F', T']`` and 6 feature maps."""
+
+    def __init__(self, n_fft: int, audio_channels: int, hidden_channels: int) -> None:
+        super().__init__()
+        self.n_fft = n_fft
+        layers: list[nn.Module] = []
+        width = 2 * audio_channels
+        for multiplier, stride in _HIDDEN_LAYERS:
+            conv = nn.Conv2d(width, hidden_channels * multiplier, kernel_size=3, stride=stride, padding=1)
+            layers.append(nn.Sequential(spectral_norm(conv), nn.LeakyReLU(0.2)))
+            width = hidden_channels * multiplier
+        self.hidden = nn.ModuleList(layers)
+        self.output = nn.Conv2d(width, 1, kernel_size=3, stride=1, padding=1)
+
+    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``audio [batch, channels, samples]`` (already level-normalised) -> (logits, feature maps)."""
+        spec = torch.view_as_real(stft(audio, self.n_fft))  # [batch, channels, freq, frames, 2]
+        x = rearrange(spec, "b c f t ri -> b (c ri) f t").to(audio.dtype)
+        features = []
+        for layer in self.hidden:
+            x = layer(x)
+            features.append(x)
+        return self.output(x), features
+
+
+class MultiResolutionDiscriminator(nn.Module):
+    """All resolutions of Table I. ``forward(audio [batch, channels, samples])`` -> (logits, features) lists."""
+
+    def __init__(self, config: DiscriminatorConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or DiscriminatorConfig()
+        self.discriminators = nn.ModuleList(
+            SpectrogramDiscriminator(n_fft, self.config.audio_channels, self.config.hidden_channels)
+            for n_fft in self.config.fft_sizes
+        )
+
+    def forward(self, audio: torch.Tensor) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+        """Logits ``[batch, 1, F_i', T_i']`` per resolution i, and per resolution the 6 hidden feature maps."""
+        eps = torch.finfo(torch.float32).eps
+        norm = audio.float().pow(2).sum(dim=(1, 2), keepdim=True).add(eps).sqrt()
+        audio = (audio.float() / norm).to(audio.dtype)
+        logits, features = [], []
+        for discriminator in self.discriminators:
+            out, maps = discriminator(audio)
+            logits.append(out)
+            features.append(maps)
+        return logits, features
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,171 @@
+"""One GAN training step (paper II-E) and the optimisation state around it.
+
+Step order, as the reference: generator forward; discriminator step on the detached output (LSGAN, eq. 3);
+generator step on eq. 6 through the updated discriminator (frozen for that pass). Both gradients are clipped
+to norm ``optim.grad_clip``; AdamW for both; StepLR ``x lr_decay`` every ``lr_decay_epochs`` epochs.
+Real and restored clips go through the discriminator as one batch (per-example normalisation makes that
+identical to two passes, and it is one DDP forward per phase).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from apollo_restore.errors import ApolloError
+from apollo_restore.model import Apollo
+from apollo_restore.train.config import ExperimentConfig
+from apollo_restore.train.discriminator import MultiResolutionDiscriminator
+from apollo_restore.train.distributed import DistributedContext
+from apollo_restore.train.losses import SpectralReconstructionLoss, discriminator_loss, generator_loss
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _wrap(module: nn.Module, ctx: DistributedContext) -> nn.Module:
+    if not ctx.distributed:
+        return module
+    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=device_ids)
+
+
+def _split(tensors: list[torch.Tensor], n: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Batch-concatenated outputs -> (first n examples, the rest) per tensor."""
+    return [t[:n] for t in tensors], [t[n:] for t in tensors]
+
+
+class GANTrainer:
+    """Generator + discriminator with their optimizers, schedulers and gradient scalers.
+
+    ``step(degraded, clean, adversarial)`` runs one optimisation step on ``[batch, channels, samples]``
+    tensors; ``adversarial=False`` is a reconstruction-only (warm-up) step that leaves the discriminator alone.
+    Under torchrun both networks are wrapped in DDP, so gradients are averaged over processes.
+    """
+
+    def __init__(self, config: ExperimentConfig, ctx: DistributedContext) -> None:
+        self.config = config
+        self.ctx = ctx
+        optim = config.optim
+        precision = config.train.precision
+        if precision == "fp16" and ctx.device.type != "cuda":
+            raise ApolloError("precision fp16 needs a CUDA device (use fp32 or bf16)")
+        self.autocast_dtype = _AUTOCAST_DTYPES.get(precision)
+        self.generator = Apollo(config.model).to(ctx.device)
+        self.discriminator = MultiResolutionDiscriminator(config.discriminator).to(ctx.device)
+        self.g = _wrap(self.generator, ctx)
+        self.d = _wrap(self.discriminator, ctx)
+        self.g_opt = torch.optim.AdamW(
+            self.generator.parameters(), optim.generator_lr, optim.generator_betas,
+            weight_decay=optim.weight_decay,
+        )
+        self.d_opt = torch.optim.AdamW(
+            self.discriminator.parameters(), optim.discriminator_lr, optim.discriminator_betas,
+            weight_decay=optim.weight_decay,
+        )
+        self.g_sched = torch.optim.lr_scheduler.StepLR(self.g_opt, optim.lr_decay_epochs, optim.lr_decay)
+        self.d_sched = torch.optim.lr_scheduler.StepLR(self.d_opt, optim.lr_decay_epochs, optim.lr_decay)
+        use_scaler = precision == "fp16"
+        self.g_scaler = torch.amp.GradScaler(ctx.device.type, enabled=use_scaler)
+        self.d_scaler = torch.amp.GradScaler(ctx.device.type, enabled=use_scaler)
+        self.reconstruction = SpectralReconstructionLoss(config.loss.fft_sizes)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed-precision context for network forwards (a no-op at fp32)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.ctx.device.type, dtype=self.autocast_dtype)
+
+    def _update(self, loss: torch.Tensor, params: Any, opt: torch.optim.Optimizer, scaler: Any) -> float:
+        """Backward, unscale, clip, step; returns the gradient norm before clipping."""
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        norm = torch.nn.utils.clip_grad_norm_(list(params), self.config.optim.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        return float(norm)
+
+    def step(self, degraded: torch.Tensor, clean: torch.Tensor, adversarial: bool = True) -> dict[str, float]:
+        """One training step; returns the losses and gradient norms as floats."""
+        self.g.train()
+        self.d.train()
+        n = degraded.shape[0]
+        with self.autocast():
+            restored = self.g(degraded).float()
+        rec = self.reconstruction(restored, clean)
+        metrics: dict[str, float] = {}
+        if adversarial:
+            with self.autocast():
+                logits, _ = self.d(torch.cat([restored.detach(), clean]))
+            fake_logits, real_logits = _split(logits, n)
+            loss_d = discriminator_loss(real_logits, fake_logits)
+            metrics["d_grad_norm"] = self._update(
+                loss_d, self.discriminator.parameters(), self.d_opt, self.d_scaler
+            )
+            metrics["d_loss"] = float(loss_d.detach())
+            # generator pass through the updated, frozen discriminator (no DDP: its weights get no gradient)
+            self.discriminator.requires_grad_(False)
+            try:
+                with self.autocast():
+                    logits, features = self.discriminator(torch.cat([restored, clean]))
+            finally:
+                self.discriminator.requires_grad_(True)
+            fake_logits, _ = _split(logits, n)
+            fake_features, real_features = zip(*(_split(maps, n) for maps in features), strict=True)
+            losses = generator_loss(self.config.loss, rec, fake_logits, list(fake_features), list(real_features))
+        else:
+            losses = generator_loss(self.config.loss, rec)
+        metrics["g_grad_norm"] = self._update(losses.total, self.generator.parameters(), self.g_opt, self.g_scaler)
+        metrics.update(losses.as_floats())
+        return metrics
+
+    def end_epoch(self) -> None:
+        """Advance both learning-rate schedules by one epoch (the discriminator's also during warm-up)."""
+        self.g_sched.step()
+        with warnings.catch_warnings():  # during warm-up the discriminator optimizer has not stepped yet
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            self.d_sched.step()
+
+    @property
+    def learning_rates(self) -> dict[str, float]:
+        return {"lr_g": self.g_opt.param_groups[0]["lr"], "lr_d": self.d_opt.param_groups[0]["lr"]}
+
+    @torch.no_grad()
+    def restore(self, degraded: torch.Tensor) -> torch.Tensor:
+        """Generator inference (eval mode, no DDP): ``[batch, channels, samples]`` -> same shape."""
+        self.generator.eval()
+        with self.autocast():
+            out = self.generator(degraded).float()
+        self.generator.train()
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "g_opt": self.g_opt.state_dict(),
+            "d_opt": self.d_opt.state_dict(),
+            "g_sched": self.g_sched.state_dict(),
+            "d_sched": self.d_sched.state_dict(),
+            "g_scaler": self.g_scaler.state_dict(),
+            "d_scaler": self.d_scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        try:
+            self.generator.load_state_dict(state["generator"])
+            self.discriminator.load_state_dict(state["discriminator"])
+        except (KeyError, RuntimeError) as error:
+            first = str(error).strip().splitlines()[0]
+            raise ApolloError(f"training state does not fit this config's networks ({first})") from None
+        self.g_opt.load_state_dict(state["g_opt"])
+        self.d_opt.load_state_dict(state["d_opt"])
+        self.g_sched.load_state_dict(state["g_sched"])
+        self.d_sched.load_state_dict(state["d_sched"])
+        self.g_scaler.load_state_dict(state["g_scaler"])
+        self.d_scaler.load_state_dict(state["d_scaler"])

@@ -1,0 +1,354 @@
+"""The training loop: epochs of GAN steps, validation, early stopping, checkpoints, resume.
+
+A run directory holds ``config.yaml`` (resolved), ``state.pt`` (everything needed to resume), ``last/`` and
+``best/`` (native generator checkpoints), ``metrics.jsonl``, ``tensorboard/`` and ``losses.png``. Every
+file is written atomically by rank 0. Running the same command on a directory that holds ``state.pt``
+resumes it: the interrupted epoch continues at the batch after the last save, with the same examples, so a
+resumed run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import random
+import signal
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from apollo_restore.checkpoint import _atomic_write as atomic_write
+from apollo_restore.checkpoint import save_model
+from apollo_restore.errors import ApolloError
+from apollo_restore.train.config import ExperimentConfig, dump_config
+from apollo_restore.train.distributed import (
+    DistributedContext,
+    all_reduce_sum,
+    any_process,
+    barrier,
+    gather_objects,
+    init_distributed,
+    shutdown_distributed,
+)
+from apollo_restore.train.gan import GANTrainer
+from apollo_restore.train.losses import si_snr
+from apollo_restore.train.records import FIGURE_FILE, METRICS_FILE, MetricsLog, plot_losses
+
+STATE_FILE = "state.pt"
+CONFIG_FILE = "config.yaml"
+#: config sections that must match when resuming (they define the networks' shapes)
+_FIXED_SECTIONS = ("model", "discriminator")
+
+
+@dataclass
+class Progress:
+    """Counters that make a run resumable, saved in ``state.pt``."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # epochs completed
+    batch_in_epoch: int = 0  # steps done in the current (unfinished) epoch
+    best_si_snr: float | None = None  # best validation SI-SNR so far (dB)
+    best_step: int | None = None
+    bad_epochs: int = 0  # validations since the best one (early stopping at ``patience``)
+
+
+class _StopRequest:
+    """SIGINT / SIGTERM set a flag; the loop saves and stops after the current step. A second SIGINT aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """Data-loader workers leave Ctrl-C to the main process, which saves before stopping."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Owns one run: data, :class:`GANTrainer`, progress, and the run directory (rank 0 writes)."""
+
+    def __init__(self, config: ExperimentConfig, ctx: DistributedContext) -> None:
+        from apollo_restore.data import MixtureDataset
+
+        self.config = config
+        self.ctx = ctx
+        self.run_dir = Path(config.train.run_dir)
+        tc = config.train
+        self.train_set = MixtureDataset(config.data, split="train", epoch_size=tc.epoch_size, seed=tc.seed)
+        self.valid_set = self._validation_set()
+        per_process = tc.epoch_size // ctx.world_size
+        self.steps_per_epoch = per_process // tc.batch_size
+        if self.steps_per_epoch < 1:
+            raise ApolloError(
+                f"train.epoch_size {tc.epoch_size} is smaller than batch_size {tc.batch_size} x "
+                f"{ctx.world_size} process(es): no full batch per epoch"
+            )
+        _seed_everything(tc.seed)
+        self.gan = GANTrainer(config, ctx)
+        self.progress = Progress()
+        self.log: MetricsLog | None = None
+
+    def _validation_set(self) -> Dataset:
+        vc, tc = self.config.validation, self.config.train
+        if vc.directory is not None:
+            from apollo_restore.data.testset import PairDataset
+
+            return PairDataset(vc.directory)
+        from apollo_restore.data import MixtureDataset
+
+        dataset = MixtureDataset(self.config.data, split=vc.split, epoch_size=vc.items, seed=tc.seed + 1)
+        dataset.set_epoch(0)
+        return dataset
+
+    # -- persistence ----------------------------------------------------------------------------------------
+
+    def _check_resumable(self) -> None:
+        import yaml
+
+        saved = yaml.safe_load((self.run_dir / CONFIG_FILE).read_text()) or {}
+        current = yaml.safe_load(dump_config(self.config))
+        for section in _FIXED_SECTIONS:
+            if saved.get(section) != current[section]:
+                raise ApolloError(
+                    f"{self.run_dir} holds a run with a different '{section}' config; "
+                    "choose another train.run_dir or delete that run"
+                )
+
+    def resume_or_start(self) -> None:
+        """Load ``state.pt`` if the run directory has one; write the resolved config (rank 0)."""
+        state_path = self.run_dir / STATE_FILE
+        if state_path.exists():
+            if (self.run_dir / CONFIG_FILE).exists():
+                self._check_resumable()
+            try:
+                state = torch.load(state_path, map_location=self.ctx.device, weights_only=False)
+            except Exception as error:
+                raise ApolloError(f"{state_path}: cannot read training state ({error})") from None
+            self.gan.load_state_dict(state["trainer"])
+            self.progress = Progress(**state["progress"])
+            rng = state["rng"]
+            _set_rng_state(rng[self.ctx.rank] if len(rng) == self.ctx.world_size else rng[0])
+            if self.ctx.is_main:
+                print(f"resuming {self.run_dir} at step {self.progress.step} (epoch {self.progress.epoch})")
+        if self.ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            text = dump_config(self.config)
+            atomic_write(self.run_dir / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
+            self.log = MetricsLog(self.run_dir, self.progress.step)
+        barrier()
+
+    def save(self) -> None:
+        """Training state + ``last/`` generator (every rank calls this; rank 0 writes)."""
+        rng = gather_objects(_rng_state())
+        if not self.ctx.is_main:
+            return
+        state = {
+            "trainer": self.gan.state_dict(),
+            "progress": dataclasses.asdict(self.progress),
+            "rng": rng,
+            "world_size": self.ctx.world_size,
+        }
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write(self.run_dir / STATE_FILE, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
+        save_model(self.gan.generator, self.run_dir / "last", card=self._card("last"))
+
+    def _card(self, which: str) -> str:
+        p = self.progress
+        best = "n/a" if p.best_si_snr is None else f"{p.best_si_snr:.3f} dB at step {p.best_step}"
+        return (
+            f"# Apollo generator ({which})\n\nTrained with `apollo train`: step {p.step}, epoch {p.epoch}.\n"
+            f"Best validation SI-SNR: {best}.\n"
+        )
+
+    # -- loop -----------------------------------------------------------------------------------------------
+
+    def _loader(self, epoch: int, skip_batches: int) -> DataLoader:
+        tc = self.config.train
+        self.train_set.set_epoch(epoch)
+        sampler = DistributedSampler(
+            self.train_set, num_replicas=self.ctx.world_size, rank=self.ctx.rank,
+            shuffle=True, seed=tc.seed, drop_last=True,
+        )
+        sampler.set_epoch(epoch)
+        indices = list(sampler)[skip_batches * tc.batch_size : self.steps_per_epoch * tc.batch_size]
+        return DataLoader(
+            self.train_set, batch_size=tc.batch_size, sampler=indices, drop_last=True,
+            num_workers=tc.num_workers, worker_init_fn=_ignore_sigint,
+            pin_memory=self.ctx.device.type == "cuda",
+        )
+
+    def _finished(self) -> str | None:
+        tc, p = self.config.train, self.progress
+        if tc.max_steps is not None and p.step >= tc.max_steps:
+            return f"reached max_steps {tc.max_steps}"
+        if p.epoch >= tc.max_epochs:
+            return f"reached max_epochs {tc.max_epochs}"
+        if p.bad_epochs >= tc.patience:
+            return f"early stopping: no better validation SI-SNR for {tc.patience} validations"
+        return None
+
+    def _log_train(self, sums: dict[str, float], count: int, seconds: float) -> dict[str, float]:
+        """Average the interval's metrics over steps and processes; rank 0 writes them."""
+        keys = sorted(sums)
+        values = torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64, device=self.ctx.device)
+        totals = all_reduce_sum(values).cpu()
+        record = {k: float(v) / float(totals[-1]) for k, v in zip(keys, totals[:-1], strict=True)}
+        record.update(self.gan.learning_rates)
+        record["steps_per_sec"] = count / max(seconds, 1e-9)
+        if self.log is not None:
+            self.log.write({"step": self.progress.step, "epoch": self.progress.epoch, **record})
+        return record
+
+    @torch.no_grad()
+    def validate(self) -> tuple[float, float]:
+        """Mean SI-SNR (dB) of restored and of degraded validation clips, over all processes."""
+        items = min(len(self.valid_set), self.config.validation.items)
+        sums = torch.zeros(3, dtype=torch.float64, device=self.ctx.device)
+        for i in range(self.ctx.rank, items, self.ctx.world_size):
+            example = self.valid_set[i]
+            clean = example["clean"].to(self.ctx.device)[None]
+            degraded = example["degraded"].to(self.ctx.device)[None]
+            restored = self.gan.restore(degraded)
+            sums += torch.stack([si_snr(restored, clean).mean(), si_snr(degraded, clean).mean(), sums.new_ones(())])
+        sums = all_reduce_sum(sums).cpu()
+        if sums[2] == 0:
+            raise ApolloError("the validation set is empty")
+        return float(sums[0] / sums[2]), float(sums[1] / sums[2])
+
+    def _end_epoch(self) -> None:
+        p, vc = self.progress, self.config.validation
+        self.gan.end_epoch()
+        p.epoch += 1
+        p.batch_in_epoch = 0
+        if p.epoch % vc.every_epochs:
+            return
+        restored, degraded = self.validate()
+        improved = p.best_si_snr is None or restored > p.best_si_snr
+        if improved:
+            p.best_si_snr, p.best_step, p.bad_epochs = restored, p.step, 0
+        else:
+            p.bad_epochs += 1
+        if self.log is not None:
+            self.log.write({"step": p.step, "epoch": p.epoch, "val_si_snr": restored, "val_si_snr_input": degraded})
+            print(
+                f"epoch {p.epoch} step {p.step}: validation SI-SNR {restored:.2f} dB "
+                f"(input {degraded:.2f} dB, best {p.best_si_snr:.2f} dB at step {p.best_step})"
+            )
+            if improved:
+                save_model(self.gan.generator, self.run_dir / "best", card=self._card("best"))
+
+    def fit(self) -> str:
+        """Train until a stop condition; returns why it stopped."""
+        p = self.progress
+        with _StopRequest() as stop:
+            while (reason := self._finished()) is None:
+                self._run_epoch(stop)
+                if stop.requested:
+                    reason = "interrupted (state saved; run the same command to resume)"
+                    break
+        if self.ctx.is_main:
+            plot_losses(self.run_dir / METRICS_FILE, self.run_dir / FIGURE_FILE)
+            print(f"{self.run_dir}: {reason} at step {p.step}")
+        return reason
+
+    def _run_epoch(self, stop: _StopRequest) -> None:
+        tc, p = self.config.train, self.progress
+        loader = self._loader(p.epoch, p.batch_in_epoch)
+        bar = tqdm(
+            total=self.steps_per_epoch, initial=p.batch_in_epoch, desc=f"epoch {p.epoch + 1}",
+            disable=not (self.ctx.is_main and tc.progress), dynamic_ncols=True, unit="step",
+        )
+        sums: dict[str, float] = defaultdict(float)
+        count, started = 0, time.perf_counter()
+        interrupted = False
+        for batch in loader:
+            degraded = batch["degraded"].to(self.ctx.device, non_blocking=True)
+            clean = batch["clean"].to(self.ctx.device, non_blocking=True)
+            metrics = self.gan.step(degraded, clean, adversarial=p.step >= tc.warmup_steps)
+            p.step += 1
+            p.batch_in_epoch += 1
+            for key, value in metrics.items():
+                sums[key] += value
+            count += 1
+            bar.update(1)
+            if p.step % tc.log_every_steps == 0:
+                record = self._log_train(sums, count, time.perf_counter() - started)
+                bar.set_postfix({k: f"{record[k]:.3g}" for k in ("g_rec", "g_adv", "d_loss") if k in record})
+                sums, count, started = defaultdict(float), 0, time.perf_counter()
+            interrupted = any_process(stop.requested, self.ctx.device)
+            stop.requested = interrupted
+            at_limit = tc.max_steps is not None and p.step >= tc.max_steps
+            if interrupted or at_limit:
+                break
+            if p.step % tc.save_every_steps == 0 and p.batch_in_epoch < self.steps_per_epoch:
+                self.save()
+        bar.close()
+        if p.batch_in_epoch >= self.steps_per_epoch:
+            self._end_epoch()
+        self.save()
+        if self.ctx.is_main:
+            plot_losses(self.run_dir / METRICS_FILE, self.run_dir / FIGURE_FILE)
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+
+
+def train(config: ExperimentConfig) -> str:
+    """Run (or resume) training as configured, in this process or as one rank under torchrun."""
+    ctx = init_distributed(config.train.device)
+    try:
+        trainer = Trainer(config, ctx)
+        try:
+            trainer.resume_or_start()
+            return trainer.fit()
+        finally:
+            trainer.close()
+    finally:
+        shutdown_distributed()

@@ -1,0 +1,104 @@
+"""GAN losses of the paper (eqs. 3-6) and the validation metric.
+
+Discriminator outputs are lists over resolutions (see :mod:`.discriminator`); every loss averages over
+resolutions (and layers), as the reference implementation does, so its scale does not grow with their count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from apollo_restore.train.config import LossConfig
+from apollo_restore.train.spectral import stft
+
+_EPS = torch.finfo(torch.float32).eps
+
+
+def discriminator_loss(real_logits: list[torch.Tensor], fake_logits: list[torch.Tensor]) -> torch.Tensor:
+    """LSGAN (eq. 3): mean over resolutions of ``E[(D(real) - 1)^2] + E[D(fake)^2]``."""
+    pairs = zip(real_logits, fake_logits, strict=True)
+    terms = [(r.float() - 1).pow(2).mean() + f.float().pow(2).mean() for r, f in pairs]
+    return torch.stack(terms).mean()
+
+
+def adversarial_loss(fake_logits: list[torch.Tensor]) -> torch.Tensor:
+    """Generator side of LSGAN: mean over resolutions of ``E[(D(fake) - 1)^2]``."""
+    return torch.stack([(f.float() - 1).pow(2).mean() for f in fake_logits]).mean()
+
+
+def feature_matching_loss(
+    fake_features: list[list[torch.Tensor]], real_features: list[list[torch.Tensor]]
+) -> torch.Tensor:
+    """Eq. 5: mean over resolutions and layers of ``mean|H_fake - sg(H_real)| / mean|sg(H_real)|``."""
+    terms = []
+    for fakes, reals in zip(fake_features, real_features, strict=True):
+        for fake, real in zip(fakes, reals, strict=True):
+            real = real.detach().float()
+            terms.append((fake.float() - real).abs().mean() / (real.abs().mean() + _EPS))
+    return torch.stack(terms).mean()
+
+
+class SpectralReconstructionLoss(nn.Module):
+    """Eq. 4: mean over STFT sizes of ``mean||S_est| - |S_ref|| / mean|S_ref|`` (linear magnitudes).
+
+    ``forward(estimate, reference)``, both ``[batch, channels, samples]`` -> scalar.
+    """
+
+    def __init__(self, fft_sizes: tuple[int, ...]) -> None:
+        super().__init__()
+        self.fft_sizes = tuple(fft_sizes)
+
+    def forward(self, estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        terms = []
+        for n_fft in self.fft_sizes:
+            est = stft(estimate, n_fft).abs()
+            ref = stft(reference, n_fft).abs()
+            terms.append((est - ref).abs().mean() / (ref.mean() + _EPS))
+        return torch.stack(terms).mean()
+
+
+@dataclass
+class GeneratorLosses:
+    """The parts of eq. 6 and their weighted sum ``total`` (scalars)."""
+
+    total: torch.Tensor
+    reconstruction: torch.Tensor
+    feature_matching: torch.Tensor | None = None
+    adversarial: torch.Tensor | None = None
+
+    def as_floats(self) -> dict[str, float]:
+        parts = {"g_total": self.total, "g_rec": self.reconstruction}
+        if self.adversarial is not None:
+            parts["g_adv"] = self.adversarial
+            parts["g_fm"] = self.feature_matching
+        return {k: float(v.detach()) for k, v in parts.items() if v is not None}
+
+
+def generator_loss(
+    config: LossConfig,
+    reconstruction: torch.Tensor,
+    fake_logits: list[torch.Tensor] | None = None,
+    fake_features: list[list[torch.Tensor]] | None = None,
+    real_features: list[list[torch.Tensor]] | None = None,
+) -> GeneratorLosses:
+    """Eq. 6 ``alpha L_rec + beta L_FM + gamma L_GAN``; reconstruction only when no discriminator output."""
+    if fake_logits is None:
+        return GeneratorLosses(total=config.reconstruction * reconstruction, reconstruction=reconstruction)
+    assert fake_features is not None and real_features is not None
+    fm = feature_matching_loss(fake_features, real_features)
+    adv = adversarial_loss(fake_logits)
+    total = config.reconstruction * reconstruction + config.feature_matching * fm + config.adversarial * adv
+    return GeneratorLosses(total=total, reconstruction=reconstruction, feature_matching=fm, adversarial=adv)
+
+
+def si_snr(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Scale-invariant SNR in dB per signal: ``[..., samples]`` x2 -> ``[...]`` (zero-mean, float64)."""
+    est = estimate.double() - estimate.double().mean(-1, keepdim=True)
+    ref = reference.double() - reference.double().mean(-1, keepdim=True)
+    scale = (est * ref).sum(-1, keepdim=True) / (ref.pow(2).sum(-1, keepdim=True) + _EPS)
+    target = scale * ref
+    noise = est - target
+    return 10 * torch.log10(target.pow(2).sum(-1).clamp_min(_EPS) / noise.pow(2).sum(-1).clamp_min(_EPS))
