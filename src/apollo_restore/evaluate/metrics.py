@@ -1,0 +1,148 @@
+"""Restoration metrics as the reference evaluation defines them, plus log-spectral distance.
+
+All functions take a reference and an estimate shaped ``[channels, samples]`` (or ``[samples]``) at one
+sample rate, with equal shapes. SDR and SI-SNR are computed per channel with ``fast_bss_eval`` on float64
+numpy arrays (its torch path crashes in ``lu_solve`` on CPU) and averaged over the channels whose reference
+is not silent; both are clamped to +-``CLAMP_DB`` so identical or silent signals give finite numbers.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+
+from apollo_restore.audio import as_channels_first, resample
+from apollo_restore.errors import ApolloError
+from apollo_restore.evaluate.spectra import bin_frequencies, power_spectrogram
+
+#: BSS-eval distortion filter length in taps (the reference's value)
+SDR_FILTER_LENGTH = 512
+#: SDR / SI-SNR are clamped to [-CLAMP_DB, CLAMP_DB] (identical signals would be +inf)
+CLAMP_DB = 100.0
+#: ViSQOL audio mode works at 48 kHz mono only
+VISQOL_RATE = 48000
+#: power floor of LSD (1e-10 of a full-scale sine: -100 dBFS), so silence on both sides costs nothing
+LSD_FLOOR = 1e-10
+#: long-term degraded/reference power ratio (dB) below which a frequency counts as removed by the codec
+CUTOFF_DROP_DB = -20.0
+#: bins of the median smoothing applied before locating the cut-off (~250 Hz at 44.1 kHz)
+CUTOFF_SMOOTH_BINS = 12
+#: metric names in report order; "lsd_hf" is LSD above the codec cut-off
+METRICS = ("sdr", "si_snr", "visqol", "lsd", "lsd_hf")
+
+
+def _pair(reference: np.ndarray, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and return float64 ``[channels, samples]`` copies of both signals."""
+    reference, _ = as_channels_first(reference)
+    estimate, _ = as_channels_first(estimate)
+    if reference.shape != estimate.shape:
+        raise ApolloError(f"reference {list(reference.shape)} and estimate {list(estimate.shape)} differ in shape "
+                          "([channels, samples]); signals must be aligned and of equal length")
+    if not (np.isfinite(reference).all() and np.isfinite(estimate).all()):
+        raise ApolloError("metrics: signals contain NaN or infinite samples")
+    return reference.astype(np.float64), estimate.astype(np.float64)
+
+
+def _audible_channels(reference: np.ndarray) -> np.ndarray:
+    keep = np.any(reference != 0.0, axis=-1)
+    if not keep.any():
+        raise ApolloError("metrics: the reference is silent, SDR/SI-SNR are undefined")
+    return keep
+
+
+def sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
+    """BSS-eval SDR in dB (512-tap distortion filter), per channel, averaged."""
+    import fast_bss_eval
+
+    ref, est = _pair(reference, estimate)
+    keep = _audible_channels(ref)
+    values = fast_bss_eval.sdr(ref[keep], est[keep], filter_length=SDR_FILTER_LENGTH, clamp_db=CLAMP_DB)
+    return float(np.mean(values))
+
+
+def si_snr(reference: np.ndarray, estimate: np.ndarray) -> float:
+    """Scale-invariant SNR (SI-SDR, no mean removal, as ``fast_bss_eval.si_sdr``) in dB, per channel, averaged."""
+    import fast_bss_eval
+
+    ref, est = _pair(reference, estimate)
+    keep = _audible_channels(ref)
+    return float(np.mean(fast_bss_eval.si_sdr(ref[keep], est[keep], clamp_db=CLAMP_DB)))
+
+
+@cache
+def _visqol_api():
+    from visqol import VisqolApi
+
+    api = VisqolApi()
+    api.create(mode="audio")
+    return api
+
+
+def visqol(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
+    """ViSQOL MOS-LQO (audio mode, 1 to ~4.73): both signals mixed to mono and resampled to 48 kHz."""
+    ref, est = _pair(reference, estimate)
+    ref48 = resample(ref.mean(axis=0, keepdims=True), sample_rate, VISQOL_RATE)[0].astype(np.float64)
+    est48 = resample(est.mean(axis=0, keepdims=True), sample_rate, VISQOL_RATE)[0].astype(np.float64)
+    if not ref48.any():
+        raise ApolloError("metrics: the reference is silent, ViSQOL is undefined")
+    try:
+        return float(_visqol_api().measure_from_arrays(ref48, est48, VISQOL_RATE).moslqo)
+    except (ValueError, RuntimeError, IndexError) as error:
+        raise ApolloError(f"ViSQOL failed ({error})") from None
+
+
+def lsd(reference: np.ndarray, estimate: np.ndarray, sample_rate: int, min_hz: float = 0.0) -> float:
+    """Log-spectral distance over bins at or above ``min_hz``, per channel, averaged.
+
+    ``mean_frames sqrt(mean_bins (log10 P_ref - log10 P_est)^2)`` with powers of a 2048-point STFT floored at
+    ``LSD_FLOOR``. Gain-sensitive: compare signals at the same level. 0 for identical signals.
+    """
+    ref, est = _pair(reference, estimate)
+    band = bin_frequencies(sample_rate) >= min_hz
+    if not band.any():
+        raise ApolloError(f"LSD: no frequency at or above {min_hz:.0f} Hz at {sample_rate} Hz")
+    log_ref = np.log10(np.maximum(power_spectrogram(ref)[..., band], LSD_FLOOR))
+    log_est = np.log10(np.maximum(power_spectrogram(est)[..., band], LSD_FLOOR))
+    per_frame = np.sqrt(np.mean((log_ref - log_est) ** 2, axis=-1))  # [channels, frames]
+    return float(per_frame.mean())
+
+
+def codec_cutoff_hz(reference: np.ndarray, degraded: np.ndarray, sample_rate: int) -> float:
+    """Frequency above which the codec removed the signal, estimated from the long-term spectra.
+
+    The per-bin ratio of degraded to reference power (time- and channel-averaged, median-smoothed over
+    ``CUTOFF_SMOOTH_BINS``) is taken over bins where the reference has energy (above -100 dB of its peak);
+    the cut-off is the upper edge of the highest such bin still within ``CUTOFF_DROP_DB``. Returns
+    ``sample_rate / 2`` when nothing was removed.
+    """
+    ref, deg = _pair(reference, degraded)
+    p_ref = power_spectrogram(ref).mean(axis=(0, 1))
+    p_deg = power_spectrogram(deg).mean(axis=(0, 1))
+    floor = max(float(p_ref.max()), LSD_FLOOR) * 1e-10
+    ratio_db = 10 * np.log10((p_deg + floor) / (p_ref + floor))
+    windows = np.lib.stride_tricks.sliding_window_view(
+        np.pad(ratio_db, CUTOFF_SMOOTH_BINS // 2, mode="edge"), CUTOFF_SMOOTH_BINS + 1)
+    smooth = np.median(windows, axis=-1)
+    kept = np.flatnonzero((smooth > CUTOFF_DROP_DB) & (p_ref > floor))
+    freqs = bin_frequencies(sample_rate)
+    if kept.size == 0:
+        return 0.0
+    top = int(kept[-1])
+    return float(sample_rate / 2) if top == freqs.size - 1 else float(freqs[top + 1])
+
+
+def score(reference: np.ndarray, estimate: np.ndarray, sample_rate: int, cutoff_hz: float,
+          with_visqol: bool = True) -> dict[str, float]:
+    """All metrics of ``METRICS`` for one estimate.
+
+    ``visqol`` is NaN when ``with_visqol`` is False; ``lsd_hf`` is NaN when the cut-off is at Nyquist
+    (nothing was removed, so there is no high band to score).
+    """
+    return {
+        "sdr": sdr(reference, estimate),
+        "si_snr": si_snr(reference, estimate),
+        "visqol": visqol(reference, estimate, sample_rate) if with_visqol else float("nan"),
+        "lsd": lsd(reference, estimate, sample_rate),
+        "lsd_hf": lsd(reference, estimate, sample_rate, cutoff_hz) if cutoff_hz < sample_rate / 2 else np.nan,
+    }
