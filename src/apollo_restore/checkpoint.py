@@ -108,7 +108,7 @@ def _torch_load_safely(path: Path) -> object:
         torch.serialization.add_safe_globals(allowed)  # torch 2.4 has no context manager
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        found = re.search(r"global:? (?:GLOBAL )?([\w.]+)", str(error))
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
         what = found.group(1) if found else "a non-tensor object"
         raise ApolloError(
             f"{path}: refused to load: the file holds pickled code or objects outside the allow-list ({what}); "

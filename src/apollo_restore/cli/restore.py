@@ -1,0 +1,142 @@
+"""`apollo restore`: files or folders in, restored WAV/FLAC out (mirrored tree for folders)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from apollo_restore.audio import INPUT_EXTENSIONS
+from apollo_restore.errors import ApolloError
+
+NAME = "restore"
+HELP = "restore lossy-compressed audio files or folders (WAV/FLAC/OGG/MP3 in, WAV/FLAC out)"
+DEFAULT_OUTPUT_DIR = Path("restored")
+
+
+def demo_clip() -> Path:
+    """The MP3 clip shipped with the package for the README's first command."""
+    from importlib import resources
+
+    return Path(str(resources.files("apollo_restore") / "assets" / "demo" / "demo.mp3"))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="*", type=Path, help="audio files and/or folders (searched recursively)")
+    parser.add_argument("--demo", action="store_true", help="restore the demo clip shipped with the package")
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help="output file (one input, ending in .wav/.flac) or folder (default: ./restored)")
+    parser.add_argument("--format", choices=("wav", "flac"), default="wav", help="container for folder outputs")
+    parser.add_argument("--subtype", default=None,
+                        help="sample format, e.g. FLOAT (WAV default), PCM_24 (FLAC default), PCM_16")
+    parser.add_argument("--keep-sr", action="store_true", help="write at the input's sample rate, not the model's")
+    parser.add_argument("--skip-existing", action="store_true", help="skip inputs whose output already exists")
+    parser.add_argument("--checkpoint", default=None,
+                        help="model folder, .safetensors, reference .bin/.ckpt, or bundled name (default: default)")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--block-seconds", type=float, default=10.0,
+                        help="audio per model pass; memory grows with it, the result does not change")
+    parser.add_argument("--spectrogram", type=Path, default=None,
+                        help="also write a before/after spectrogram PNG (one input only)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+@dataclass(frozen=True)
+class Job:
+    src: Path
+    dst: Path
+
+
+def _collect(inputs: list[Path], output: Path | None, suffix: str) -> list[Job]:
+    """Expand folders recursively; map each input to its output path (mirrored tree for folders)."""
+    suffix_out = output.suffix.lower() if output is not None else ""
+    if suffix_out in (*INPUT_EXTENSIONS, ".opus", ".m4a", ".aac") and suffix_out not in (".wav", ".flac"):
+        raise ApolloError(f"{output}: restored audio is written as .wav or .flac")
+    single_file = len(inputs) == 1 and output is not None and output.suffix.lower() in (".wav", ".flac")
+    if single_file:
+        if inputs[0].is_dir():
+            raise ApolloError(f"{inputs[0]} is a folder: give an output folder, not a file")
+        return _checked([Job(inputs[0], output)])
+    out_dir = output or DEFAULT_OUTPUT_DIR
+    if out_dir.suffix.lower() in (".wav", ".flac"):
+        raise ApolloError(f"{out_dir}: an output file needs exactly one input file")
+    jobs = []
+    for item in inputs:
+        if item.is_dir():
+            files = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in INPUT_EXTENSIONS)
+            if not files:
+                raise ApolloError(f"{item}: no audio files ({', '.join(INPUT_EXTENSIONS)}) in this folder")
+            jobs += [Job(f, (out_dir / f.relative_to(item)).with_suffix(suffix)) for f in files]
+        else:
+            jobs.append(Job(item, out_dir / (item.stem + suffix)))
+    return _checked(jobs)
+
+
+def _checked(jobs: list[Job]) -> list[Job]:
+    """Refuse jobs that would overwrite their input or write one output twice."""
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        if job.dst.resolve() in seen:
+            raise ApolloError(f"{job.src} and {seen[job.dst.resolve()]} would both write {job.dst}")
+        if job.dst.resolve() == job.src.resolve():
+            raise ApolloError(f"{job.src}: output would overwrite the input")
+        seen[job.dst.resolve()] = job.src
+    return jobs
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from apollo_restore.audio import read_audio, resample
+    from apollo_restore.checkpoint import load_model
+    from apollo_restore.inference import Restorer, pick_device
+
+    inputs = list(args.inputs) + ([demo_clip()] if args.demo else [])
+    if not inputs:
+        raise ApolloError("no input: give audio files or folders, or --demo")
+    output = args.output
+    if args.demo and output is None and len(inputs) == 1:
+        output = Path("restored.wav")
+    jobs = _collect(inputs, output, "." + args.format)
+    if args.spectrogram and len(jobs) != 1:
+        raise ApolloError("--spectrogram needs exactly one input file")
+    if args.block_seconds <= 0:
+        raise ApolloError("--block-seconds must be positive")
+    device = pick_device(args.device)
+    model = load_model(args.checkpoint, device)
+    restorer = Restorer(model, device, args.block_seconds)
+    failures = 0
+    for job in jobs:
+        if args.skip_existing and job.dst.exists():
+            print(f"{job.src}: skipped ({job.dst} exists)")
+            continue
+        bar = tqdm(total=0, unit="s", unit_scale=1 / model.config.sample_rate, desc=job.src.name, leave=False,
+                   disable=args.quiet or None, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]")
+
+        def progress(done: int, total: int, bar=bar) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            result = restorer.restore_file(job.src, job.dst, args.subtype, args.keep_sr, progress)
+        except ApolloError as error:
+            if len(jobs) == 1:
+                raise
+            failures += 1
+            print(f"apollo restore: error: {error}", file=sys.stderr)
+            continue
+        finally:
+            bar.close()
+        print(result.summary())
+    if args.spectrogram:
+        from apollo_restore.evaluate.spectrogram import plot_spectrograms
+
+        before, sr_before = read_audio(jobs[0].src)
+        after, sr_after = read_audio(jobs[0].dst)
+        plot_spectrograms([("input", resample(before, sr_before, sr_after)), ("restored", after)], sr_after,
+                          args.spectrogram, title=f"{jobs[0].src.name}: before / after")
+        print(f"spectrogram: {args.spectrogram}")
+    if failures:
+        raise ApolloError(f"{failures} of {len(jobs)} files failed")
+    return 0

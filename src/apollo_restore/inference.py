@@ -1,0 +1,224 @@
+"""Restoration of arrays and files of any length: exact block processing, level handling, devices.
+
+Long inputs run in blocks. Each block is extended by real signal on both sides (more than the model's
+receptive field, starting on a multiple of the hop), the model runs on the extended segment, and only the
+block's own samples are kept. Every kept sample then sees exactly the input a single full pass would give it,
+so the output equals one full pass (to float rounding) while memory depends on the block size only. Nothing
+is cross-faded.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from apollo_restore.audio import (
+    AtomicAudioWriter,
+    ResampleStream,
+    as_channels_first,
+    audio_info,
+    iter_audio_blocks,
+    resample,
+)
+from apollo_restore.errors import ApolloError
+from apollo_restore.model import Apollo, ApolloConfig
+
+#: channels restored together (each is its own batch item); more channels run in groups of this size
+CHANNEL_GROUP = 2
+#: frames of extra context beyond the receptive field (STFT window overlap and padding effects)
+CONTEXT_MARGIN_FRAMES = 3
+#: the level the model sees: inputs are scaled so that their peak is this (training clips peak near 1)
+TARGET_PEAK = 1.0
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """``None``/``"auto"``: CUDA, else Apple MPS, else CPU. A named device that is absent is an error."""
+    if name in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ApolloError(f"unknown device {name!r} (use cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ApolloError("--device cuda was asked for but no CUDA GPU is available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ApolloError("--device mps was asked for but Apple MPS is not available")
+    return device
+
+
+@dataclass(frozen=True)
+class Block:
+    """Samples ``[keep_start, keep_stop)`` are kept from a model pass over ``[start, stop)``."""
+
+    start: int
+    keep_start: int
+    keep_stop: int
+    stop: int
+
+
+def plan_blocks(length: int, config: ApolloConfig, block_seconds: float) -> list[Block]:
+    """Cut ``length`` samples into blocks with enough real context for an exact result."""
+    hop = config.hop
+    past, future = config.context_frames
+    left = (past + CONTEXT_MARGIN_FRAMES) * hop
+    right = (future + CONTEXT_MARGIN_FRAMES) * hop
+    block = max(1, round(block_seconds * config.sample_rate / hop)) * hop
+    return [
+        Block(max(0, s - left), s, min(length, s + block), min(length, s + block + right))
+        for s in range(0, length, block)
+    ]
+
+
+class Restorer:
+    """Runs a model over arrays or files of any length (see module docstring)."""
+
+    def __init__(self, model: Apollo, device: str | torch.device | None = None, block_seconds: float = 10.0):
+        self.device = pick_device(device) if device is None or isinstance(device, str) else device
+        self.model = model.to(self.device).eval()
+        self.config = model.config
+        self.block_seconds = block_seconds
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @torch.inference_mode()
+    def _run(self, segment: np.ndarray) -> np.ndarray:
+        """One model pass: ``[channels, n]`` -> ``[channels, n]`` (channels in groups of CHANNEL_GROUP)."""
+        x = torch.from_numpy(np.ascontiguousarray(segment)).to(self.device)
+        out = [self.model(group[None])[0] for group in x.split(CHANNEL_GROUP, dim=0)]
+        return torch.cat(out, dim=0).float().cpu().numpy()
+
+    def run_blocks(self, read: Callable[[int, int], np.ndarray], length: int, gain: float) -> Iterator[np.ndarray]:
+        """Yield restored blocks in order; ``read(start, stop)`` returns input ``[channels, stop-start]``."""
+        for block in plan_blocks(length, self.config, self.block_seconds):
+            restored = self._run(read(block.start, block.stop) * gain) / gain
+            yield restored[:, block.keep_start - block.start : block.keep_stop - block.start]
+
+    def restore_array(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Restore ``[channels, samples]`` or ``[samples]`` at any rate; returns the same shape and rate."""
+        audio, was_1d = as_channels_first(audio)
+        if not np.isfinite(audio).all():
+            raise ApolloError("audio contains NaN or infinite samples")
+        x = resample(audio, sample_rate, self.sample_rate)
+        peak = float(np.abs(x).max())
+        if peak == 0.0:
+            out = np.zeros_like(x)
+        else:
+            out = np.concatenate(list(self.run_blocks(lambda a, b: x[:, a:b], x.shape[1], TARGET_PEAK / peak)), 1)
+        out = resample(out, self.sample_rate, sample_rate)
+        out = _fit_length(out, audio.shape[1])
+        return out[0] if was_1d else out
+
+    def restore_file(self, src: str | Path, dst: str | Path, subtype: str | None = None, keep_sr: bool = False,
+                     progress: Callable[[int, int], None] | None = None) -> FileResult:
+        """Restore one file to ``dst`` (written atomically). ``progress(done, total)`` gets model-rate samples."""
+        started = time.perf_counter()
+        info = audio_info(src)
+        with tempfile.TemporaryDirectory(prefix="apollo-") as tmp:
+            decoded, length, peak = self._decode(info.path, Path(tmp) / "input.wav", info)
+            out_sr = info.sample_rate if keep_sr else self.sample_rate
+            out_length = info.frames if keep_sr else length
+            back = ResampleStream(self.sample_rate, out_sr, info.channels)
+            with sf.SoundFile(str(decoded)) as source, AtomicAudioWriter(dst, out_sr, info.channels, subtype) as out:
+
+                def read(start: int, stop: int) -> np.ndarray:
+                    source.seek(start)
+                    return source.read(stop - start, dtype="float32", always_2d=True).T
+
+                blocks = (
+                    self.run_blocks(read, length, TARGET_PEAK / peak) if peak > 0
+                    else (np.zeros((info.channels, b.keep_stop - b.keep_start), np.float32)
+                          for b in plan_blocks(length, self.config, self.block_seconds))
+                )
+                written = done = 0
+                for block in blocks:
+                    done += block.shape[1]
+                    chunk = back(block, last=done >= length)
+                    chunk = chunk[:, : max(0, out_length - written)]
+                    out.write(chunk)
+                    written += chunk.shape[1]
+                    if progress:
+                        progress(done, length)
+                if written < out_length:
+                    out.write(np.zeros((info.channels, out_length - written), np.float32))
+        return FileResult(Path(src), Path(dst), info.seconds, info.channels, info.sample_rate, out_sr,
+                          time.perf_counter() - started, peak, out.clipped)
+
+    def _decode(self, src: Path, tmp: Path, info) -> tuple[Path, int, float]:
+        """Stream ``src`` into a float32 WAV at the model rate; returns (path, length, peak)."""
+        to_model = ResampleStream(info.sample_rate, self.sample_rate, info.channels)
+        peak, length = 0.0, 0
+        with sf.SoundFile(str(tmp), "w", samplerate=self.sample_rate, channels=info.channels,
+                          subtype="FLOAT") as out:
+            pending = None
+            for _, block in iter_audio_blocks(src, 1 << 18):
+                if pending is not None:
+                    length, peak = _append(out, to_model(pending), length, peak)
+                pending = block
+            length, peak = _append(out, to_model(pending, last=True), length, peak)
+        if length == 0:
+            raise ApolloError(f"{src}: too short to restore")
+        return tmp, length, peak
+
+
+def _append(out: sf.SoundFile, block: np.ndarray, length: int, peak: float) -> tuple[int, float]:
+    if block.shape[1]:
+        out.write(np.ascontiguousarray(block.T))
+        peak = max(peak, float(np.abs(block).max()))
+    return length + block.shape[1], peak
+
+
+def _fit_length(audio: np.ndarray, length: int) -> np.ndarray:
+    if audio.shape[1] >= length:
+        return audio[:, :length]
+    return np.pad(audio, ((0, 0), (0, length - audio.shape[1])))
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What restoring one file did, for the per-file summary line."""
+
+    src: Path
+    dst: Path
+    seconds: float
+    channels: int
+    in_rate: int
+    out_rate: int
+    elapsed: float
+    peak: float
+    clipped: int
+
+    def summary(self) -> str:
+        peak_db = 20 * math.log10(self.peak) if self.peak > 0 else float("-inf")
+        text = (f"{self.src} -> {self.dst}: {self.seconds:.1f} s, {self.channels} ch, {self.in_rate} Hz -> "
+                f"{self.out_rate} Hz, {self.elapsed:.1f} s (RTF {self.elapsed / max(self.seconds, 1e-9):.2f}), "
+                f"input peak {peak_db:.1f} dBFS")
+        if self.clipped:
+            text += f", {self.clipped} samples clipped (use float32 output to keep them)"
+        return text
+
+
+def restore(audio: np.ndarray, sample_rate: int, model: Apollo | None = None, device: str | None = None,
+            block_seconds: float = 10.0) -> np.ndarray:
+    """Restore ``audio`` (``[channels, samples]`` or ``[samples]``, any rate) with ``model`` (default: bundled).
+
+    Returns float32 audio of the same shape and rate, at the input's original level.
+    """
+    if model is None:
+        from apollo_restore.checkpoint import load_model
+
+        model = load_model()
+    return Restorer(model, device, block_seconds).restore_array(audio, sample_rate)

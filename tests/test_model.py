@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+import torch
+
+from apollo_restore.errors import ApolloError
+from apollo_restore.model import Apollo, ApolloConfig
+from apollo_restore.model.bands import band_runs
+from conftest import tiny_config, tiny_model
+
+
+def test_paper_config_has_the_papers_parameter_count():
+    assert Apollo(ApolloConfig()).num_parameters() == 16_539_308
+
+
+def test_default_band_layout_matches_the_reference():
+    config = ApolloConfig()
+    assert (config.n_fft, config.hop, config.num_bins) == (882, 441, 442)
+    assert config.widths == (5,) * 79 + (47,)
+    assert [(r.bands, r.width) for r in band_runs(config.widths)] == [(79, 5), (1, 47)]
+    assert config.context_frames == (54, 54)
+    assert ApolloConfig(causal=True).context_frames == (108, 0)
+
+
+def test_config_round_trips_and_rejects_unknown_keys():
+    config = tiny_config(causal=True)
+    assert ApolloConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ApolloError, match="unknown model config key"):
+        ApolloConfig.from_dict({**config.to_dict(), "feature_dims": 3})
+    with pytest.raises(ApolloError, match="heads"):
+        ApolloConfig(feature_dim=30, num_heads=4)
+
+
+def test_output_shape_and_silence_gives_finite_output():
+    model = tiny_model()
+    for length in (1, 300, 44100):
+        audio = torch.zeros(2, 3, length)
+        with torch.no_grad():
+            out = model(audio)
+        assert out.shape == audio.shape
+        assert torch.isfinite(out).all()
+
+
+def test_channels_are_independent_and_share_weights():
+    model = tiny_model()
+    audio = torch.randn(1, 2, 8000) * 0.1
+    with torch.no_grad():
+        both = model(audio)
+        left = model(audio[:, :1])
+        swapped = model(audio.flip(1))
+    torch.testing.assert_close(both[:, :1], left, atol=1e-5, rtol=0)
+    torch.testing.assert_close(swapped.flip(1), both, atol=1e-5, rtol=0)
+
+
+def test_causal_model_does_not_look_ahead_beyond_one_window():
+    model = tiny_model(causal=True)
+    config = model.config
+    audio = torch.randn(1, 1, 30 * config.hop) * 0.1
+    changed = audio.clone()
+    cut = 20 * config.hop
+    changed[..., cut:] = torch.randn_like(changed[..., cut:])
+    with torch.no_grad():
+        a, b = model(audio), model(changed)
+    # samples more than one window before the change are untouched, later ones change
+    torch.testing.assert_close(a[..., : cut - config.n_fft], b[..., : cut - config.n_fft], atol=1e-6, rtol=0)
+    assert (a[..., cut:] - b[..., cut:]).abs().max() > 1e-4
+
+
+def test_non_causal_model_does_look_ahead():
+    model = tiny_model()
+    audio = torch.randn(1, 1, 30 * model.config.hop) * 0.1
+    changed = audio.clone()
+    changed[..., 20 * model.config.hop :] = 0
+    with torch.no_grad():
+        diff = (model(audio) - model(changed))[..., : 20 * model.config.hop - model.config.n_fft]
+    assert diff.abs().max() > 1e-6
+
+
+def test_level_of_input_changes_output_only_through_the_model():
+    """Gain-shape features: a silent band next to a loud one stays finite and the model is not trivially linear."""
+    model = tiny_model()
+    t = torch.arange(44100) / 44100
+    tone = torch.sin(2 * torch.pi * 440 * t)[None, None]
+    with torch.no_grad():
+        loud, quiet = model(tone), model(tone * 1e-3)
+    assert np.isfinite(loud.numpy()).all() and np.isfinite(quiet.numpy()).all()
+    assert not torch.allclose(loud * 1e-3, quiet, atol=1e-7)
