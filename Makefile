@@ -1,0 +1,35 @@
+# Set-up and everyday commands. Every target installs what it needs, so each works on a fresh machine.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+
+.PHONY: install install-dev demo test lint data-deps bench
+
+# torch first: a pinned CPU build when none is installed (a bare `torch` requirement would pull a multi-GB CUDA build)
+install:
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
+	$(PIP) install -e .
+
+install-dev: install
+	$(PIP) install -e '.[all]'
+	@$(PYTHON) -c "import fluidsynth" 2>/dev/null || \
+	  (command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq --no-install-recommends libfluidsynth3) \
+	   || echo "note: libfluidsynth3 not installed; generator tests will be skipped")
+
+# README command 1: restore the shipped demo clip -> restored.wav + restored.png (before/after spectrogram)
+demo: install
+	apollo restore --demo -o restored.wav --spectrogram restored.png
+
+# README command 2: install everything and run the whole test suite
+test: install-dev
+	$(PYTHON) -m ruff check src tests
+	$(PYTHON) -m pytest
+
+lint:
+	$(PYTHON) -m ruff check src tests
+
+# Debian packages for `apollo make-data` (SoundFonts, recorded drums and guitars); needs root
+data-deps:
+	sh scripts/install-data-deps.sh
+
+bench: install
+	apollo bench
