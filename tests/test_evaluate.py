@@ -42,3 +42,190 @@ def test_plot_spectrograms_bad_input_is_one_line_error(tmp_path, panels, path):
     with pytest.raises(ApolloError):
         plot_spectrograms(panels, SR, tmp_path / path)
     assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- end to end on a tiny test set
+
+CATEGORIES = ("vocal", "single_stem")
+
+
+def _clip(seed: int, seconds: float = 1.0) -> np.ndarray:
+    """Harmonic tone plus decaying noise bursts: full-band, so the codec's low-pass shows."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    x = sum((0.2 / h) * np.sin(2 * np.pi * 220.0 * h * t + rng.uniform(0, 6, (2, 1))) for h in range(1, 20))
+    bursts = rng.standard_normal((2, n)) * np.exp(-(np.arange(n) % (SR // 4)) / 600.0)
+    x = x + 0.3 * bursts
+    return (0.5 * x / np.abs(x).max()).astype(np.float32)
+
+
+def _write_testset(root, bitrates=(32, 128)):
+    """A test set in the manifest.jsonl format: one stereo 1 s clip per (bitrate, category)."""
+    import json
+
+    from apollo_restore.audio import write_audio
+    from apollo_restore.degrade import degrade
+
+    lines = []
+    for bitrate in bitrates:
+        for j, category in enumerate(CATEGORIES):
+            clip_id = f"mp3-{bitrate}k-{j:04d}"
+            clean = _clip(bitrate + j)
+            write_audio(root / "clean" / f"{clip_id}.flac", clean, SR)
+            write_audio(root / "degraded" / f"{clip_id}.flac", degrade(clean, SR, "mp3", bitrate), SR)
+            lines.append(json.dumps({"id": clip_id, "clean": f"clean/{clip_id}.flac", "codec": "mp3",
+                                     "degraded": f"degraded/{clip_id}.flac", "bitrate": bitrate,
+                                     "category": category, "sample_rate": SR}))
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _tiny_checkpoint(path, seed=0):
+    import torch
+
+    from apollo_restore.checkpoint import save_model
+    from apollo_restore.model import Apollo, ApolloConfig
+
+    torch.manual_seed(seed)
+    return save_model(Apollo(ApolloConfig(feature_dim=16, num_layers=1)), path)
+
+
+def _apollo(*argv) -> int:
+    from apollo_restore.cli import main
+
+    return main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One real `apollo evaluate` run (tiny model, 4 clips, 2 scoring processes), shared by the tests below."""
+    root = tmp_path_factory.mktemp("eval")
+    testset = _write_testset(root / "set")
+    checkpoint = _tiny_checkpoint(root / "tiny")
+    out = root / "out"
+    assert _apollo("evaluate", "--data", testset, "--checkpoint", checkpoint, "-o", out, "--jobs", 2, "-q") == 0
+    return testset, checkpoint, out
+
+
+def test_evaluate_writes_every_example_table_and_figure(tiny_run):
+    import json
+
+    from apollo_restore.audio import read_audio
+    from apollo_restore.evaluate import metrics
+
+    testset, _, out = tiny_run
+    payload = json.loads((out / "results.json").read_text())
+    rows = payload["rows"]
+    assert sorted({r["system"] for r in rows}) == ["input", "tiny"]
+    assert len(rows) == 8 and {r["bitrate"] for r in rows} == {32, 128}
+    assert payload["systems"]["tiny"]["params"] > 0
+    # the baseline row is exactly the metrics of the unprocessed degraded input
+    row = next(r for r in rows if r["system"] == "input" and r["id"] == "mp3-32k-0000")
+    clean, _ = read_audio(testset / "clean" / "mp3-32k-0000.flac")
+    degraded, _ = read_audio(testset / "degraded" / "mp3-32k-0000.flac")
+    cutoff = metrics.codec_cutoff_hz(clean, degraded, SR)
+    assert 5000 < row["cutoff_hz"] < 6000
+    expected = metrics.score(clean, degraded, SR, cutoff)
+    for name in metrics.METRICS:
+        assert row[name] == pytest.approx(expected[name], abs=1e-6), name
+    # restored audio kept for listening, same shape as the input
+    restored, _ = read_audio(out / "restored" / "tiny" / "mp3-32k-0000.wav")
+    assert restored.shape == degraded.shape
+    table = (out / "table.md").read_text()
+    assert "| `input` |" in table and "| `tiny` |" in table and "Vocal (n=2)" in table and "Single Stem" in table
+    assert (out / "figure2.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "results.csv").read_text().count("\n") == 9
+
+
+def test_evaluate_resumes_from_its_cache(tiny_run):
+    testset, checkpoint, out = tiny_run
+    cache = out / "cache.jsonl"
+    lines = cache.read_text().splitlines()
+    assert len(lines) == 8
+    assert _apollo("evaluate", "--data", testset, "--checkpoint", checkpoint, "-o", out, "--jobs", 1, "-q",
+                   "--no-visqol") == 0
+    # --no-visqol changes the fingerprint: every row is rescored once, then reused
+    assert len(cache.read_text().splitlines()) == 16
+    assert _apollo("evaluate", "--data", testset, "--checkpoint", checkpoint, "-o", out, "--jobs", 1, "-q",
+                   "--no-visqol") == 0
+    assert len(cache.read_text().splitlines()) == 16
+
+
+def test_evaluate_refuses_to_mix_outputs_of_two_checkpoints(tiny_run, tmp_path, capsys):
+    testset, _, out = tiny_run
+    other = _tiny_checkpoint(tmp_path / "tiny", seed=1)  # same folder name, different weights
+    assert _apollo("evaluate", "--data", testset, "--checkpoint", other, "-o", out, "-q") == 1
+    err = capsys.readouterr().err.strip()
+    assert "another checkpoint" in err and len(err.splitlines()) == 1
+
+
+def test_compare_merges_systems_and_keeps_one_baseline(tiny_run, tmp_path):
+    import json
+
+    testset, _, out = tiny_run
+    other = _tiny_checkpoint(tmp_path / "other", seed=2)
+    out2 = tmp_path / "run2"
+    assert _apollo("evaluate", "--data", testset, "--checkpoint", other, "-o", out2, "-q", "--no-visqol",
+                   "--jobs", 1, "--compare", out / "results.json") == 0
+    rows = json.loads((out2 / "results.json").read_text())["rows"]
+    assert sorted({r["system"] for r in rows}) == ["input", "other", "tiny"]
+    assert "| `tiny` |" in (out2 / "table.md").read_text()
+
+
+def test_pairs_folder_scores_external_systems(tmp_path):
+    import json
+
+    from apollo_restore.audio import read_audio, write_audio
+
+    testset = _write_testset(tmp_path / "set", bitrates=(64,))
+    pairs = tmp_path / "pairs"
+    for path in (testset / "clean").iterdir():
+        clean, _ = read_audio(path)
+        write_audio(pairs / "reference" / path.name, clean, SR)
+        write_audio(pairs / "degraded" / f"{path.stem}.wav", read_audio(testset / "degraded" / path.name)[0], SR)
+        write_audio(pairs / "oracle" / f"{path.stem}.wav", clean, SR, subtype="FLOAT")
+        half = np.concatenate([clean, np.zeros((2, 100), np.float32)], axis=1) * 0.5  # longer: tail cropped
+        write_audio(pairs / "half" / f"{path.stem}.wav", half, SR, subtype="FLOAT")
+    (pairs / "metadata.csv").write_text("id,bitrate,category\nmp3-64k-0000,64,vocal\n")
+    out = tmp_path / "out"
+    assert _apollo("evaluate", "--pairs", pairs, "-o", out, "-q", "--no-visqol", "--jobs", 1) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    by = {(r["id"], r["system"]): r for r in rows}
+    assert len(rows) == 6
+    assert by[("mp3-64k-0000", "oracle")]["sdr"] > 90 and by[("mp3-64k-0000", "oracle")]["lsd"] < 0.01
+    assert by[("mp3-64k-0000", "half")]["si_snr"] > 90  # scale-invariant
+    assert 0.1 < by[("mp3-64k-0000", "half")]["lsd"] <= 2 * np.log10(2) + 1e-6  # -6 dB, except floored bins
+    assert by[("mp3-64k-0000", "input")]["bitrate"] == 64 and by[("mp3-64k-0001", "input")]["bitrate"] == 0
+    assert by[("mp3-64k-0001", "input")]["category"] == "unknown"
+
+
+def test_pairs_folder_errors_are_one_line(tmp_path, capsys):
+    from apollo_restore.audio import write_audio
+
+    pairs = tmp_path / "pairs"
+    write_audio(pairs / "reference" / "a.wav", _clip(0), SR)
+    assert _apollo("evaluate", "--pairs", pairs, "-o", tmp_path / "out", "-q") == 1
+    assert "degraded/" in capsys.readouterr().err
+    write_audio(pairs / "degraded" / "a.wav", _clip(0)[:, : SR // 2], SR)
+    assert _apollo("evaluate", "--pairs", pairs, "-o", tmp_path / "out", "-q", "--jobs", 1) == 1
+    err = capsys.readouterr().err.strip()
+    assert "shorter than its reference" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_report_aggregates_by_hand():
+    from apollo_restore.evaluate.report import aggregate, table2_markdown
+
+    nan = float("nan")
+    rows = [
+        {"id": "a", "system": "s", "bitrate": 32, "category": "vocal", "sdr": 10.0, "si_snr": 8.0, "visqol": 3.0,
+         "lsd": 1.0, "lsd_hf": nan},
+        {"id": "b", "system": "s", "bitrate": 32, "category": "multi_stem", "sdr": 20.0, "si_snr": 18.0,
+         "visqol": 4.0, "lsd": 2.0, "lsd_hf": 3.0},
+    ]
+    overall = aggregate(rows, None)["s"]["overall"]
+    assert overall["sdr"] == 15.0 and overall["lsd_hf"] == 3.0 and overall["n"] == 2
+    assert aggregate(rows, "category")["s"]["vocal"]["si_snr"] == 8.0
+    line = table2_markdown(rows, {"s": {"params": 16_539_308}}).splitlines()[2]
+    assert line == "| `s` | 10.00/8.00/3.00 | 20.00/18.00/4.00 | 15.00/13.00/3.50 | 16.54 |"
