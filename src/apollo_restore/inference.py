@@ -22,6 +22,7 @@ import torch
 
 from apollo_restore.audio import (
     AtomicAudioWriter,
+    AudioInfo,
     ResampleStream,
     as_channels_first,
     audio_info,
@@ -128,9 +129,9 @@ class Restorer:
         started = time.perf_counter()
         info = audio_info(src)
         with tempfile.TemporaryDirectory(prefix="apollo-") as tmp:
-            decoded, length, peak = self._decode(info.path, Path(tmp) / "input.wav", info)
+            decoded, length, peak, in_frames = self._decode(info.path, Path(tmp) / "input.wav", info)
             out_sr = info.sample_rate if keep_sr else self.sample_rate
-            out_length = info.frames if keep_sr else length
+            out_length = in_frames if keep_sr else length
             back = ResampleStream(self.sample_rate, out_sr, info.channels)
             with sf.SoundFile(str(decoded)) as source, AtomicAudioWriter(dst, out_sr, info.channels, subtype) as out:
 
@@ -154,13 +155,13 @@ class Restorer:
                         progress(done, length)
                 if written < out_length:
                     out.write(np.zeros((info.channels, out_length - written), np.float32))
-        return FileResult(Path(src), Path(dst), info.seconds, info.channels, info.sample_rate, out_sr,
+        return FileResult(Path(src), Path(dst), in_frames / info.sample_rate, info.channels, info.sample_rate, out_sr,
                           time.perf_counter() - started, peak, out.clipped)
 
-    def _decode(self, src: Path, tmp: Path, info) -> tuple[Path, int, float]:
-        """Stream ``src`` into a float32 WAV at the model rate; returns (path, length, peak)."""
+    def _decode(self, src: Path, tmp: Path, info: AudioInfo) -> tuple[Path, int, float, int]:
+        """Stream ``src`` into a float32 WAV at the model rate; returns (path, length, peak, input frames)."""
         to_model = ResampleStream(info.sample_rate, self.sample_rate, info.channels)
-        peak, length = 0.0, 0
+        peak, length, in_frames = 0.0, 0, 0
         with sf.SoundFile(str(tmp), "w", samplerate=self.sample_rate, channels=info.channels,
                           subtype="FLOAT") as out:
             pending = None
@@ -168,10 +169,11 @@ class Restorer:
                 if pending is not None:
                     length, peak = _append(out, to_model(pending), length, peak)
                 pending = block
+                in_frames += block.shape[1]
             length, peak = _append(out, to_model(pending, last=True), length, peak)
         if length == 0:
             raise ApolloError(f"{src}: too short to restore")
-        return tmp, length, peak
+        return tmp, length, peak, in_frames
 
 
 def _append(out: sf.SoundFile, block: np.ndarray, length: int, peak: float) -> tuple[int, float]:
