@@ -84,3 +84,14 @@ def test_level_of_input_changes_output_only_through_the_model():
         loud, quiet = model(tone), model(tone * 1e-3)
     assert np.isfinite(loud.numpy()).all() and np.isfinite(quiet.numpy()).all()
     assert not torch.allclose(loud * 1e-3, quiet, atol=1e-7)
+
+
+def test_residual_model_starts_as_the_identity_and_still_learns():
+    model = tiny_model(residual=True)
+    audio = torch.randn(1, 2, 20000) * 0.1
+    with torch.no_grad():
+        out = model(audio)
+    torch.testing.assert_close(out, audio, atol=1e-5, rtol=0)
+    loss = model(audio).sub(audio.flip(-1)).abs().mean()
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.merge.parameters())

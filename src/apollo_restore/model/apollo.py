@@ -39,7 +39,8 @@ class Apollo(nn.Module):
 
     ``forward(audio [batch, channels, samples]) -> [batch, channels, samples]``. Channels are folded into the
     batch (each channel restored alone with shared weights). STFT: periodic Hann, ``n_fft = win = 20 ms``,
-    hop 10 ms, centred frames (reflect padding; zero padding in the causal variant).
+    hop 10 ms, centred frames (reflect padding; zero padding in the causal variant). With
+    ``config.residual`` the head's output is added to the input spectrum (see ApolloConfig).
     """
 
     def __init__(self, config: ApolloConfig | None = None):
@@ -51,6 +52,10 @@ class Apollo(nn.Module):
         self.split = BandSplit(config.widths, config.feature_dim)
         self.blocks = nn.ModuleList(BandSequenceBlock(config) for _ in range(config.num_layers))
         self.merge = BandMerge(config.widths, config.feature_dim)
+        if config.residual:
+            for projection in self.merge.projections:
+                nn.init.zeros_(projection.weight)
+                nn.init.zeros_(projection.bias)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -82,7 +87,8 @@ class Apollo(nn.Module):
         for i, block in enumerate(self.blocks):
             x, block_state = block(x, None if state is None else state[i])
             new_state.append(block_state)
-        return self.merge(x), new_state
+        out = self.merge(x)
+        return (out + spec if self.config.residual else out), new_state
 
     def forward(self, audio: Tensor) -> Tensor:
         batch, channels, length = audio.shape

@@ -16,6 +16,10 @@ class ApolloConfig:
     The STFT uses ``win_ms`` windows with a hop of half a window (20 ms / 10 ms). Unless ``band_widths`` is
     given, the spectrum is cut as the reference does: ``num_bands - 1`` bands of ``int(n_fft / 160)`` bins and
     one top band holding the remaining bins.
+
+    ``residual`` (not in the paper, off for the paper config and for reference checkpoints): the head predicts
+    a correction added to the input spectrum and starts at zero, so an untrained model is the identity. This
+    makes small CPU-trained models converge far faster, since the low band needs no learning.
     """
 
     sample_rate: int = 44100
@@ -26,6 +30,7 @@ class ApolloConfig:
     num_bands: int = 80
     band_widths: tuple[int, ...] | None = None
     causal: bool = False
+    residual: bool = False
     conv_kernel: int = 7
     tcn_blocks: int = 3
     rope_theta: float = 10000.0
