@@ -229,3 +229,20 @@ def test_report_aggregates_by_hand():
     assert aggregate(rows, "category")["s"]["vocal"]["si_snr"] == 8.0
     line = table2_markdown(rows, {"s": {"params": 16_539_308}}).splitlines()[2]
     assert line == "| `s` | 10.00/8.00/3.00 | 20.00/18.00/4.00 | 15.00/13.00/3.50 | 16.54 |"
+
+
+def test_cli_spectrogram_of_input_restored_reference(tmp_path, capsys):
+    from apollo_restore.audio import write_audio
+
+    clip = _clip(3)
+    write_audio(tmp_path / "ref.flac", clip, SR)
+    write_audio(tmp_path / "low.wav", clip[:, ::2], SR // 2)  # shown at the highest rate of the files
+    out = tmp_path / "spec.png"
+    assert _apollo("spectrogram", tmp_path / "low.wav", tmp_path / "ref.flac", "-o", out, "--labels", "in",
+                   "ref", "--duration", "0.5") == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert _apollo("spectrogram", tmp_path / "missing.wav", "-o", tmp_path / "x.png") == 1
+    assert _apollo("spectrogram", tmp_path / "ref.flac", "-o", tmp_path / "x.png", "--start", "5") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "no such file" in err[0] and "shorter than --start" in err[1]
+    assert not (tmp_path / "x.png").exists()

@@ -30,7 +30,9 @@ OVERALL = "overall"
 ROW_FIELDS = ("id", "system", "bitrate", "category", "codec", "cutoff_hz", "seconds", *METRICS)
 
 
-def _atomic_text(path: Path, text: str) -> None:
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
@@ -156,14 +158,14 @@ def write_report(rows: list[dict], systems: dict[str, dict], out_dir: str | os.P
     out_dir = Path(out_dir)
     paths = {name: out_dir / name for name in ("results.json", "results.csv", "table.md", "figure2.png")}
     payload = {"systems": systems, "rows": [{k: r.get(k) for k in ROW_FIELDS} for r in rows]}
-    _atomic_text(paths["results.json"], json.dumps(_json_safe(payload), indent=1) + "\n")
-    _atomic_text(paths["results.csv"], rows_csv(rows))
+    write_text(paths["results.json"], json.dumps(_json_safe(payload), indent=1) + "\n")
+    write_text(paths["results.csv"], rows_csv(rows))
     markdown = (f"# {title or 'Evaluation'}\n\nTable II layout: SDR/SI-SNR/ViSQOL per category "
                 f"(means over examples).\n\n{table2_markdown(rows, systems)}\n"
                 f"LSD / LSD above the codec cut-off per category:\n\n"
                 f"{table2_markdown(rows, systems, ('lsd', 'lsd_hf'))}\n"
                 f"Per bitrate (Figure 2):\n\n{bitrate_markdown(rows)}")
-    _atomic_text(paths["table.md"], markdown)
+    write_text(paths["table.md"], markdown)
     plot_figure2(rows, paths["figure2.png"])
     return paths
 
