@@ -92,6 +92,19 @@ def visqol(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> flo
         raise ApolloError(f"ViSQOL failed ({error})") from None
 
 
+def _log_power(audio: np.ndarray) -> np.ndarray:
+    """log10 of the floored STFT power: ``[channels, samples]`` -> ``[channels, frames, bins]``."""
+    return np.log10(np.maximum(power_spectrogram(audio), LSD_FLOOR))
+
+
+def _lsd(log_ref: np.ndarray, log_est: np.ndarray, sample_rate: int, min_hz: float) -> float:
+    band = bin_frequencies(sample_rate) >= min_hz
+    if not band.any():
+        raise ApolloError(f"LSD: no frequency at or above {min_hz:.0f} Hz at {sample_rate} Hz")
+    per_frame = np.sqrt(np.mean((log_ref[..., band] - log_est[..., band]) ** 2, axis=-1))  # [channels, frames]
+    return float(per_frame.mean())
+
+
 def lsd(reference: np.ndarray, estimate: np.ndarray, sample_rate: int, min_hz: float = 0.0) -> float:
     """Log-spectral distance over bins at or above ``min_hz``, per channel, averaged.
 
@@ -99,13 +112,7 @@ def lsd(reference: np.ndarray, estimate: np.ndarray, sample_rate: int, min_hz: f
     ``LSD_FLOOR``. Gain-sensitive: compare signals at the same level. 0 for identical signals.
     """
     ref, est = _pair(reference, estimate)
-    band = bin_frequencies(sample_rate) >= min_hz
-    if not band.any():
-        raise ApolloError(f"LSD: no frequency at or above {min_hz:.0f} Hz at {sample_rate} Hz")
-    log_ref = np.log10(np.maximum(power_spectrogram(ref)[..., band], LSD_FLOOR))
-    log_est = np.log10(np.maximum(power_spectrogram(est)[..., band], LSD_FLOOR))
-    per_frame = np.sqrt(np.mean((log_ref - log_est) ** 2, axis=-1))  # [channels, frames]
-    return float(per_frame.mean())
+    return _lsd(_log_power(ref), _log_power(est), sample_rate, min_hz)
 
 
 def codec_cutoff_hz(reference: np.ndarray, degraded: np.ndarray, sample_rate: int) -> float:
@@ -139,10 +146,12 @@ def score(reference: np.ndarray, estimate: np.ndarray, sample_rate: int, cutoff_
     ``visqol`` is NaN when ``with_visqol`` is False; ``lsd_hf`` is NaN when the cut-off is at Nyquist
     (nothing was removed, so there is no high band to score).
     """
+    ref, est = _pair(reference, estimate)
+    log_ref, log_est = _log_power(ref), _log_power(est)
     return {
-        "sdr": sdr(reference, estimate),
-        "si_snr": si_snr(reference, estimate),
-        "visqol": visqol(reference, estimate, sample_rate) if with_visqol else float("nan"),
-        "lsd": lsd(reference, estimate, sample_rate),
-        "lsd_hf": lsd(reference, estimate, sample_rate, cutoff_hz) if cutoff_hz < sample_rate / 2 else np.nan,
+        "sdr": sdr(ref, est),
+        "si_snr": si_snr(ref, est),
+        "visqol": visqol(ref, est, sample_rate) if with_visqol else np.nan,
+        "lsd": _lsd(log_ref, log_est, sample_rate, 0.0),
+        "lsd_hf": _lsd(log_ref, log_est, sample_rate, cutoff_hz) if cutoff_hz < sample_rate / 2 else np.nan,
     }
