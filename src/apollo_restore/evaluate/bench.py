@@ -7,6 +7,8 @@ Per (model, device), in a fresh process so memory readings belong to that model 
 - long inputs: stereo clips (10 s and 60 s by default) through the block-wise ``Restorer`` (what
   ``apollo restore`` runs), one timed pass each;
 - peak memory of each phase (CPU: resident set size sampled every 2 ms; CUDA: the allocator's peak);
+- minor page faults per 1 s forward (CPU: memory the allocator hands back to the kernel and faults in
+  again each pass; a large count means time lost in the kernel, see docs/evaluation.md);
 - parameters, FLOPs of the 1 s forward (``torch.utils.flop_counter``: matmuls, convolutions, attention),
   achieved GFLOP/s, and that as a fraction of a large fp32 matmul timed in the same process.
 """
@@ -62,6 +64,7 @@ class BenchResult:
     gflop_per_second_of_audio: float
     achieved_gflops: float
     matmul_gflops: float
+    page_faults_per_iter: float = math.nan
     long: list[dict] = field(default_factory=list)
 
     @property
@@ -118,6 +121,15 @@ class PeakMemory:
             self._stop.set()
             self._thread.join()
             self.peak_mb = max(self.peak_mb, self.rss_mb())
+
+
+def _minor_faults() -> float:
+    """Minor page faults of this process so far (NaN where ``resource`` is missing)."""
+    try:
+        import resource
+    except ImportError:
+        return math.nan
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
 
 
 def _sync(device) -> None:
@@ -199,6 +211,7 @@ def run_bench(config: BenchConfig) -> BenchResult:
         for _ in range(config.warmup):
             model(x)
         times = []
+        faults_before = _minor_faults()
         with PeakMemory(device) as memory:
             for _ in range(config.iterations):
                 _sync(device)
@@ -206,6 +219,7 @@ def run_bench(config: BenchConfig) -> BenchResult:
                 model(x)
                 _sync(device)
                 times.append(time.perf_counter() - start)
+        faults = (_minor_faults() - faults_before) / config.iterations
     mean = float(np.mean(times))
     restorer = Restorer(model, device, config.block_seconds)
     long = []
@@ -223,7 +237,7 @@ def run_bench(config: BenchConfig) -> BenchResult:
         label=config.label, device=str(device), threads=torch.get_num_threads(), params=model.num_parameters(),
         channels=config.channels, rtf_mean=mean, rtf_std=float(np.std(times)), iterations=config.iterations,
         peak_mb_1s=memory.peak_mb, gflop_per_second_of_audio=flops / 1e9, achieved_gflops=flops / mean / 1e9,
-        matmul_gflops=matmul_gflops(device), long=long,
+        matmul_gflops=matmul_gflops(device), page_faults_per_iter=faults, long=long,
     )
 
 
@@ -241,7 +255,7 @@ def format_table(results: list[BenchResult]) -> str:
     long_cols = sorted({entry["seconds"] for r in results for entry in r.long})
     header = ["model", "device", "thr", "params (M)", "GFLOP/s-audio", "RTF 1 s", "peak MiB 1 s"]
     header += [f"RTF {s:g} s st." for s in long_cols] + [f"peak MiB {s:g} s" for s in long_cols]
-    header += ["GFLOP/s", "matmul GFLOP/s", "of matmul"]
+    header += ["GFLOP/s", "matmul GFLOP/s", "of matmul", "faults/iter"]
     lines = [header]
     for r in results:
         by_len = {entry["seconds"]: entry for entry in r.long}
@@ -249,7 +263,8 @@ def format_table(results: list[BenchResult]) -> str:
                f"{r.rtf_mean:.3f}±{r.rtf_std:.3f} (n={r.iterations})", f"{r.peak_mb_1s:.0f}"]
         row += [f"{by_len[s]['rtf']:.3f}" if s in by_len else "–" for s in long_cols]
         row += [f"{by_len[s]['peak_mb']:.0f}" if s in by_len else "–" for s in long_cols]
-        row += [f"{r.achieved_gflops:.1f}", f"{r.matmul_gflops:.1f}", f"{100 * r.fraction_of_matmul:.0f}%"]
+        row += [f"{r.achieved_gflops:.1f}", f"{r.matmul_gflops:.1f}", f"{100 * r.fraction_of_matmul:.0f}%",
+                f"{r.page_faults_per_iter:.0f}"]
         lines.append(row)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in lines]
