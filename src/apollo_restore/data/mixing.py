@@ -150,8 +150,7 @@ class MixtureDataset(Dataset):
         if category is not None and category not in self.available_categories():
             raise ApolloError(f"the dataset has no material for category {category!r}")
         for _ in range(MAX_ATTEMPTS):
-            real = category is None and rng.random() < self.config.real_mixture_fraction
-            clean, stems, flags = self._real_mixture(rng) if real else self._stem_mix(rng, category)
+            clean, stems, flags, real = self.draw_clean(rng, category)
             spec = degradation or self.config.degrade.draw(rng)
             degraded, kbps = degrade_with_info(clean, self.config.sample_rate, spec)
             peak = max(float(np.abs(clean).max()), float(np.abs(degraded).max()))
@@ -161,6 +160,14 @@ class MixtureDataset(Dataset):
                     bitrate = 0
                 return Example(clean / peak, degraded / peak, spec, bitrate, category_of(flags), real, stems)
         raise ApolloError(f"split {self.split!r}: could not draw a non-silent clip in {MAX_ATTEMPTS} attempts")
+
+    def draw_clean(self, rng: np.random.Generator, category: str | None = None
+                   ) -> tuple[np.ndarray, list[dict], list[bool], bool]:
+        """An unscaled clean clip ``[2, samples]``, its stems' metadata and is-vocal flags, and whether it
+        is a real mixture."""
+        real = category is None and rng.random() < self.config.real_mixture_fraction
+        clean, stems, flags = self._real_mixture(rng) if real else self._stem_mix(rng, category)
+        return clean, stems, flags, real
 
     def _clip(self, paths: tuple[Path, ...], rate: int, start: int) -> np.ndarray:
         """``clip_seconds`` from ``start`` (file samples) of the files summed -> ``[2, clip_samples]``."""

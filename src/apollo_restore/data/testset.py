@@ -8,7 +8,8 @@ Layout of a set folder ``TESTSET``::
     clean/<id>.flac      24-bit stereo 44.1 kHz
     degraded/<id>.flac
 
-Examples cycle through the Table II categories the data can produce, ``n_per_bitrate`` per bitrate.
+Examples cycle through the Table II categories the data can produce, ``n_per_bitrate`` per bitrate
+(categories are forced, so every clip is a mix of stems, not a real song mixture).
 """
 
 from __future__ import annotations
@@ -73,9 +74,9 @@ def build_testset(config: MixConfig, out_dir: str | os.PathLike, n_per_bitrate: 
                   split: str = "test", progress: bool = False) -> list[TestExample]:
     """Render ``n_per_bitrate`` clips per bitrate of ``config.degrade`` from ``split`` into ``out_dir``.
 
-    Example ``j`` of bitrate ``b`` uses ``default_rng([seed, b, j])`` and category ``j mod`` (available
-    categories), so a set is reproducible; existing clip files are rewritten, the manifest is replaced
-    atomically at the end.
+    Example ``j`` of the ``b``-th bitrate uses ``default_rng([seed, bitrate, j])`` and the ``(j + b)``-th
+    available category (cyclically), so a set is reproducible and balanced; existing clip files are
+    rewritten, the manifest is replaced atomically at the end.
     """
     from tqdm import tqdm
 
@@ -84,11 +85,11 @@ def build_testset(config: MixConfig, out_dir: str | os.PathLike, n_per_bitrate: 
     categories = dataset.available_categories()
     options = config.degrade.options()
     lines = []
-    jobs = [(spec, j) for spec in options for j in range(n_per_bitrate)]
-    for spec, j in tqdm(jobs, desc=f"rendering {out_dir.name}", disable=not progress, unit="clip"):
+    jobs = [(b, spec, j) for b, spec in enumerate(options) for j in range(n_per_bitrate)]
+    for b, spec, j in tqdm(jobs, desc=f"rendering {out_dir.name}", disable=not progress, unit="clip"):
         rng = np.random.default_rng([seed, int(spec.bitrate or 0), int(spec.vbr_quality or 0),
                                      int(spec.cutoff_hz or 0), j])
-        example = dataset.render(rng, degradation=spec, category=categories[j % len(categories)])
+        example = dataset.render(rng, degradation=spec, category=categories[(j + b) % len(categories)])
         clip_id = f"{spec.label}-{j:04d}"
         record = {"id": clip_id, "clean": f"clean/{clip_id}.flac", "degraded": f"degraded/{clip_id}.flac",
                   "codec": spec.codec, "bitrate": example.bitrate, "category": example.category,

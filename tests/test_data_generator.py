@@ -1,0 +1,76 @@
+"""`apollo make-data`: a tiny real render (small SoundFont, real drum kit and guitar takes), resumable,
+readable by the folder layout; split separation of scores, SoundFonts, kits and guitar takes."""
+
+from __future__ import annotations
+
+import ctypes.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from apollo_restore.cli import main
+from apollo_restore.data import MixConfig, MixtureDataset
+from apollo_restore.data.generator.make import SPLIT_BANKS
+from apollo_restore.data.generator.samples import SPLIT_KITS, SPLIT_TAKES, available_kits
+from apollo_restore.data.generator.scores import catalogue
+from apollo_restore.data.generator.song import bar_chords
+from apollo_restore.data.layouts import discover
+
+SOUNDFONTS = Path("/usr/share/sounds/sf2")
+
+
+def _missing() -> str | None:
+    if ctypes.util.find_library("fluidsynth") is None:
+        return "libfluidsynth is not installed (scripts/install-data-deps.sh)"
+    if not (SOUNDFONTS / SPLIT_BANKS["valid"]).is_file():
+        return "timgm6mb-soundfont is not installed (scripts/install-data-deps.sh)"
+    if not available_kits("valid"):
+        return "hydrogen-drumkits is not installed (scripts/install-data-deps.sh)"
+    return None
+
+
+def test_splits_share_no_score_bank_kit_or_take() -> None:
+    scores = {split: {p for paths in catalogue(split).values() for p in paths} for split in SPLIT_BANKS}
+    assert all(scores.values())
+    for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
+        assert not scores[a] & scores[b]
+        assert SPLIT_BANKS[a] != SPLIT_BANKS[b]
+        assert not set(SPLIT_KITS[a]) & set(SPLIT_KITS[b])
+        assert not set(SPLIT_TAKES[a]) & set(SPLIT_TAKES[b])
+
+
+def test_bar_chords_find_triads() -> None:
+    c_major = np.array([[0, 4, 60], [0, 4, 64], [0, 4, 67]], float)
+    a_minor = np.array([[4, 2, 57], [4, 2, 60], [6, 2, 64], [6, 1, 69]], float)
+    assert bar_chords([np.concatenate([c_major, a_minor])], 4.0, 3) == [(0, "major"), (9, "minor"), (9, "minor")]
+
+
+@pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
+def test_tiny_render_is_a_usable_resumable_dataset(tmp_path, capsys) -> None:
+    out = tmp_path / "gen"
+    args = ["make-data", str(out), "--hours", "0.004", "--splits", "valid", "--max-seconds", "6", "-j", "1",
+            "--quiet"]
+    assert main(args) == 0
+    assert "rendered 2 songs" in capsys.readouterr().out
+    songs = sorted((out / "valid").iterdir())
+    assert len(songs) == 2
+    for song in songs:
+        meta = json.loads((song / "meta.json").read_text())
+        assert meta["soundfont"]["file"] == "TimGM6mb.sf2" and meta["score"]["source"] in catalogue("valid")[
+            meta["score"]["genre"]]
+        audio = [sf.read(str(song / s["file"]), dtype="float32")[0] for s in meta["stems"]]
+        assert len(audio) >= 2 and all(s["family"] and s["license"] and s["source"] for s in meta["stems"])
+        for stem in audio:
+            assert stem.shape == (round(meta["seconds"] * 44100), 2) and np.abs(stem).max() > 1e-3
+        mix_peak = np.abs(sum(audio)).max()
+        assert 10 ** (-6.2 / 20) < mix_peak < 10 ** (-0.9 / 20)  # the planned mix level
+    assert {s.name for s in discover("folder", out, "valid")} == {s.name for s in songs}
+    item = MixtureDataset(MixConfig(roots=str(out), clip_seconds=1.0), "valid", epoch_size=2)[0]
+    assert item["clean"].shape == (2, 44100)
+    stamp = (songs[0] / "meta.json").stat().st_mtime_ns
+    assert main(args) == 0  # resume: nothing left to do
+    assert "rendered 0 songs" in capsys.readouterr().out
+    assert (songs[0] / "meta.json").stat().st_mtime_ns == stamp
