@@ -57,7 +57,11 @@ def sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
 
     ref, est = _pair(reference, estimate)
     keep = _audible_channels(ref)
-    values = fast_bss_eval.sdr(ref[keep], est[keep], filter_length=SDR_FILTER_LENGTH, clamp_db=CLAMP_DB)
+    try:
+        values = fast_bss_eval.sdr(ref[keep], est[keep], filter_length=SDR_FILTER_LENGTH, clamp_db=CLAMP_DB)
+    except np.linalg.LinAlgError:
+        raise ApolloError("metrics: SDR is undefined here (the reference's autocorrelation is singular, "
+                          "e.g. a pure tone or a near-empty clip)") from None
     return float(np.mean(values))
 
 
