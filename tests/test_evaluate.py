@@ -119,7 +119,7 @@ def test_evaluate_writes_every_example_table_and_figure(tiny_run):
     rows = payload["rows"]
     assert sorted({r["system"] for r in rows}) == ["input", "tiny"]
     assert len(rows) == 8 and {r["bitrate"] for r in rows} == {32, 128}
-    assert payload["systems"]["tiny"]["params"] > 0
+    assert payload["systems"]["tiny"]["params"] > 0 and payload["systems"]["tiny"]["rtf_ms"] > 0
     # the baseline row is exactly the metrics of the unprocessed degraded input
     row = next(r for r in rows if r["system"] == "input" and r["id"] == "mp3-32k-0000")
     clean, _ = read_audio(testset / "clean" / "mp3-32k-0000.flac")
@@ -134,6 +134,7 @@ def test_evaluate_writes_every_example_table_and_figure(tiny_run):
     assert restored.shape == degraded.shape
     table = (out / "table.md").read_text()
     assert "| `input` |" in table and "| `tiny` |" in table and "Vocal (n=2)" in table and "Single Stem" in table
+    assert "RTF (ms, cpu)" in table
     assert (out / "figure2.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "results.csv").read_text().count("\n") == 9
 
@@ -228,7 +229,7 @@ def test_report_aggregates_by_hand():
     assert overall["sdr"] == 15.0 and overall["lsd_hf"] == 3.0 and overall["n"] == 2
     assert aggregate(rows, "category")["s"]["vocal"]["si_snr"] == 8.0
     line = table2_markdown(rows, {"s": {"params": 16_539_308}}).splitlines()[2]
-    assert line == "| `s` | 10.00/8.00/3.00 | 20.00/18.00/4.00 | 15.00/13.00/3.50 | 16.54 |"
+    assert line == "| `s` | 10.00/8.00/3.00 | 20.00/18.00/4.00 | 15.00/13.00/3.50 | 16.54 | – |"
 
 
 def test_cli_spectrogram_of_input_restored_reference(tmp_path, capsys):

@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="scoring processes")
     parser.add_argument("--device", default="auto", help="device for restoring: auto (default), cpu, cuda, ...")
     parser.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (the slowest metric)")
+    parser.add_argument("--rtf-iterations", type=int, default=5,
+                        help="1 s forwards timed per checkpoint for the RTF column (0: skip)")
     parser.add_argument("--block-seconds", type=float, default=10.0, help="audio per model pass when restoring")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -48,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     config = runner.EvalConfig(out_dir=args.out, checkpoints=tuple(checkpoints), names=tuple(args.name or ()),
                                device=None if args.device in (None, "auto") else args.device, jobs=args.jobs,
                                visqol=not args.no_visqol, block_seconds=args.block_seconds,
+                               rtf_iterations=max(0, args.rtf_iterations),
                                progress=not args.quiet)
     rows, systems = runner.evaluate(evalset, config)
     for other in args.compare:

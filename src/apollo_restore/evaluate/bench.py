@@ -139,6 +139,30 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def time_forward(model, audio, iterations: int, warmup: int = 0) -> list[float]:
+    """Wall seconds of each of ``iterations`` passes of ``model(audio)`` after ``warmup`` untimed ones."""
+    import torch
+
+    times = []
+    with torch.inference_mode():
+        for index in range(warmup + iterations):
+            _sync(audio.device)
+            start = time.perf_counter()
+            model(audio)
+            _sync(audio.device)
+            if index >= warmup:
+                times.append(time.perf_counter() - start)
+    return times
+
+
+def paper_rtf(model, device, iterations: int = 5, warmup: int = 1) -> float:
+    """Mean seconds to process one second of mono audio at the model's rate (the paper's RTF protocol)."""
+    import torch
+
+    audio = torch.from_numpy(_test_signal(1, model.config.sample_rate))[None].to(device)
+    return float(np.mean(time_forward(model, audio, iterations, warmup)))
+
+
 def matmul_gflops(device, size: int = MATMUL_SIZE, iterations: int = 5) -> float:
     """fp32 GFLOP/s of a ``size`` x ``size`` matmul on ``device`` (best of ``iterations`` after a warm-up)."""
     import torch
@@ -207,19 +231,11 @@ def run_bench(config: BenchConfig) -> BenchResult:
     sr = model.config.sample_rate
     x = torch.from_numpy(_test_signal(config.channels, sr))[None].to(device)  # [1, channels, sr]: 1 s
     flops = count_flops(model, x)
-    with torch.inference_mode():
-        for _ in range(config.warmup):
-            model(x)
-        times = []
-        faults_before = _minor_faults()
-        with PeakMemory(device) as memory:
-            for _ in range(config.iterations):
-                _sync(device)
-                start = time.perf_counter()
-                model(x)
-                _sync(device)
-                times.append(time.perf_counter() - start)
-        faults = (_minor_faults() - faults_before) / config.iterations
+    time_forward(model, x, 0, config.warmup)
+    faults_before = _minor_faults()
+    with PeakMemory(device) as memory:
+        times = time_forward(model, x, config.iterations)
+    faults = (_minor_faults() - faults_before) / config.iterations
     mean = float(np.mean(times))
     restorer = Restorer(model, device, config.block_seconds)
     long = []

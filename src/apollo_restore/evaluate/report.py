@@ -76,19 +76,23 @@ def _categories(rows: list[dict]) -> list[str]:
 
 def table2_markdown(rows: list[dict], systems: dict[str, dict],
                     metrics: tuple[str, ...] = ("sdr", "si_snr", "visqol")) -> str:
-    """Table II: one row per system, ``SDR/SI-SNR/ViSQOL`` per category and overall, parameters (M)."""
+    """Table II: one row per system, ``SDR/SI-SNR/ViSQOL`` per category and overall, parameters (M) and RTF
+    (ms to process 1 s of mono audio, on the device named in the header)."""
     by_category = aggregate(rows, "category")
     overall = aggregate(rows, None)
     categories = _categories(rows)
     counts = {c: sum(1 for r in rows if r["category"] == c and r["system"] == rows[0]["system"])
               for c in categories}
+    devices = sorted({info["rtf_device"] for info in systems.values() if info.get("rtf_device")})
     header = ["System", *(f"{CATEGORY_LABELS.get(c, c)} (n={counts[c]})" for c in categories), "Overall",
-              "Params (M)"]
+              "Params (M)", f"RTF (ms, {'/'.join(devices) or '–'})"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for system in _systems_in_order(rows):
-        params = (systems.get(system) or {}).get("params")
+        info = systems.get(system) or {}
+        params, rtf = info.get("params"), info.get("rtf_ms")
         cells = [_cell(by_category[system].get(c), metrics) for c in categories]
-        cells += [_cell(overall[system][OVERALL], metrics), f"{params / 1e6:.2f}" if params else "–"]
+        cells += [_cell(overall[system][OVERALL], metrics), f"{params / 1e6:.2f}" if params else "–",
+                  f"{rtf:.0f}" if rtf else "–"]
         lines.append("| " + " | ".join([f"`{system}`", *cells]) + " |")
     return "\n".join(lines) + "\n"
 

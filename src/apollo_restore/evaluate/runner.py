@@ -44,6 +44,7 @@ class EvalConfig:
     jobs: int = 1
     visqol: bool = True
     block_seconds: float = 10.0
+    rtf_iterations: int = 5  # 1 s forwards timed per checkpoint for Table II's RTF column (0: skip)
     progress: bool = True
 
 
@@ -231,6 +232,11 @@ def restore_with_checkpoint(evalset: EvalSet, spec: str | None, name: str | None
         audio, sr = read_audio(example.degraded)
         write_audio(folder / f"{example.id}.wav", restorer.restore_array(audio, sr), sr, subtype="FLOAT")
     evalset.outputs[system] = {e.id: folder / f"{e.id}.wav" for e in evalset.examples}
+    if config.rtf_iterations > 0:
+        from apollo_restore.evaluate.bench import paper_rtf
+
+        info["rtf_ms"] = 1000 * paper_rtf(restorer.model, restorer.device, config.rtf_iterations)
+        info["rtf_device"] = str(restorer.device)
     del model, restorer
     return system, info
 
