@@ -90,11 +90,20 @@ class Apollo(nn.Module):
         out = self.merge(x)
         return (out + spec if self.config.residual else out), new_state
 
+    def padded_length(self, length: int) -> int:
+        """Samples the STFT pass runs on for a ``length``-sample input (zeros are appended, then cut off).
+
+        At least half a window plus one (reflect padding needs it), rounded up so that the last frame reaching
+        sample ``length - 1`` exists: every output sample then gets two overlapping frames. Without this, the
+        last ``length % hop`` samples would see one window edge only and be divided by a near-zero envelope.
+        """
+        c = self.config
+        return -(-max(length, c.n_fft // 2 + 1) // c.hop) * c.hop + c.n_fft - 2 * c.hop
+
     def forward(self, audio: Tensor) -> Tensor:
         batch, channels, length = audio.shape
         flat = audio.reshape(batch * channels, length)
-        # reflect padding needs more than half a window of signal; very short inputs get zeros appended
-        padded = max(length, self.config.n_fft // 2 + 1)
+        padded = self.padded_length(length)
         if padded > length:
             flat = torch.nn.functional.pad(flat, (0, padded - length))
         restored, _ = self.spectral_forward(self.stft(flat))
