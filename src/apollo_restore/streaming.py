@@ -1,0 +1,320 @@
+"""Real-time restoration with a causal Apollo: feed chunks of any size, get final samples back at once.
+
+Why it is exact. The causal model frames the signal like ``torch.stft(center=True, pad_mode="constant")``:
+frame ``t`` covers input samples ``[t*hop - pad, t*hop - pad + n_fft)`` (``pad = n_fft // 2``, zeros before
+the start). Band split, band transformer and band merge act on one frame at a time, and the time convolutions
+see only the past (their ``kernel - 1`` previous frames are carried as state), so a frame's restored spectrum
+depends on that frame and earlier ones only. The stream computes every frame as soon as its last input sample
+has arrived, overlap-adds the windowed inverse FFTs (dividing by the summed squared window, as ``torch.istft``
+does) and returns an output sample once no later frame can touch it. At the end, ``flush`` zero-pads exactly
+as the offline pass does. The concatenated output therefore equals ``model(audio)`` on the whole signal, up
+to float rounding.
+
+Latency. Output sample ``n`` is final once frame ``floor((n + pad) / hop)`` is computed, i.e. when input
+sample ``floor((n + pad) / hop) * hop - pad + n_fft - 1`` has arrived: between ``n_fft - hop`` and
+``n_fft - 1`` samples later. The algorithmic latency is ``n_fft - 1`` samples (881 samples = 19.98 ms at
+44.1 kHz with 20 ms windows), one window; feeding chunks of ``c`` samples adds up to ``c - 1`` samples.
+
+Level. The offline restorer scales each file to peak 1.0; a stream cannot know its peak in advance. The
+stream multiplies its input by a fixed ``gain`` (default 1: full-scale music is assumed, as the model was
+trained on peak-normalised clips) and divides the output by it, so the output is at the input's level.
+
+State (``state_dict``): the conv histories, the input samples not yet framed, the overlap-add buffers and
+counters; all tensors, so it can be saved with ``safetensors`` and a stream resumed elsewhere.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import NoReturn
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from apollo_restore.errors import ApolloError
+from apollo_restore.inference import pick_device
+from apollo_restore.model import Apollo
+
+#: keys of ``StreamingRestorer.state_dict`` besides the conv histories (``conv.<layer>.<block>``)
+_STATE_KEYS = ("inbuf", "ola", "envelope", "counters")
+
+
+class StreamingRestorer:
+    """Restores a stream chunk by chunk with a causal :class:`Apollo`; see the module docstring.
+
+    ``process(chunk [channels, n]) -> [channels, m]`` returns the samples that became final (``m`` may be 0);
+    ``flush() -> [channels, k]`` ends the stream and returns the rest, so the total equals the input length;
+    the stream is then reset and can take a new one. The channel count is fixed by the first chunk.
+    """
+
+    def __init__(self, model: Apollo, device: str | torch.device | None = None, gain: float = 1.0):
+        if not model.config.causal:
+            raise ApolloError("streaming needs a causal model (config causal: true); this one looks ahead in time")
+        if not (np.isfinite(gain) and gain > 0):
+            raise ApolloError(f"stream gain must be a positive number, got {gain}")
+        self.device = pick_device(device) if device is None or isinstance(device, str) else device
+        self.model = model.to(self.device).eval()
+        self.config = model.config
+        self.gain = float(gain)
+        self.n_fft = self.config.n_fft
+        self.hop = self.config.hop
+        self.pad = self.n_fft // 2
+        self.window = model.window.to(self.device)
+        self.reset()
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def latency_samples(self) -> int:
+        """Algorithmic latency: the longest wait from an input sample's arrival to its output (``n_fft - 1``)."""
+        return self.n_fft - 1
+
+    @property
+    def latency_ms(self) -> float:
+        return 1000.0 * self.latency_samples / self.sample_rate
+
+    @property
+    def frames_done(self) -> int:
+        """STFT frames (``hop`` samples each) computed since the stream started."""
+        return self._next_frame
+
+    def reset(self) -> None:
+        """Forget the stream: the next chunk starts a new one (and may have another channel count)."""
+        self.channels: int | None = None
+        self._conv: list[list[Tensor]] | None = None
+        self._inbuf = torch.zeros(0, 0, device=self.device)  # input from sample _next_frame * hop - pad on
+        self._ola = torch.zeros(0, 0, device=self.device)  # overlap-add sums from sample _emitted on
+        self._envelope = torch.zeros(0, device=self.device)  # summed squared window, same positions
+        self._next_frame = 0
+        self._received = 0
+        self._emitted = 0
+
+    def _start(self, channels: int) -> None:
+        self.channels = channels
+        self._inbuf = torch.zeros(channels, self.pad, device=self.device)  # the zeros before the first sample
+        self._ola = torch.zeros(channels, 0, device=self.device)
+
+    def _check(self, chunk: np.ndarray | Tensor) -> Tensor:
+        if isinstance(chunk, np.ndarray) and not chunk.flags.writeable:  # e.g. np.frombuffer over raw bytes
+            chunk = chunk.copy()
+        x = torch.as_tensor(chunk)
+        if x.ndim != 2:
+            raise ApolloError(f"stream chunks must be [channels, samples], got shape {tuple(x.shape)}")
+        if self.channels is None:
+            if x.shape[0] < 1:
+                raise ApolloError("stream chunk has no channels")
+            self._start(x.shape[0])
+        elif x.shape[0] != self.channels:
+            raise ApolloError(f"stream has {self.channels} channels but a chunk has {x.shape[0]}")
+        if not torch.isfinite(x).all():
+            raise ApolloError("stream chunk contains NaN or infinite samples")
+        return x.to(self.device, torch.float32)
+
+    @torch.inference_mode()
+    def process(self, chunk: np.ndarray | Tensor) -> np.ndarray:
+        """Feed ``chunk [channels, n]`` (float, any ``n >= 0``); return the newly final samples ``[channels, m]``."""
+        x = self._check(chunk)
+        self._inbuf = torch.cat([self._inbuf, x * self.gain], dim=1)
+        self._received += x.shape[1]
+        return self._advance(self._received)
+
+    @torch.inference_mode()
+    def flush(self) -> np.ndarray:
+        """End the stream: return its remaining samples ``[channels, k]`` and reset for a new stream."""
+        if self.channels is None:
+            return np.zeros((0, 0), np.float32)
+        # the frames of the offline pass: zeros appended up to the model's padded length, pad zeros after that
+        length = self.model.padded_length(self._received)
+        frames = 1 + (length + 2 * self.pad - self.n_fft) // self.hop
+        needed = (frames - 1) * self.hop - self.pad + self.n_fft  # input positions the last frame reads
+        have = self._next_frame * self.hop - self.pad + self._inbuf.shape[1]
+        self._inbuf = F.pad(self._inbuf, (0, max(0, needed - have)))
+        tail = self._advance(self._received, frames)
+        self.reset()
+        return tail
+
+    def _advance(self, final_limit: int, frames_total: int | None = None) -> np.ndarray:
+        """Compute every frame whose input is complete (or up to ``frames_total``); return final output."""
+        available = (self._inbuf.shape[1] - self.n_fft) // self.hop + 1 if self._inbuf.shape[1] >= self.n_fft else 0
+        count = available if frames_total is None else frames_total - self._next_frame
+        if count > 0:
+            self._run_frames(count)
+        # output samples before the next frame's first sample get no more overlap-add terms
+        final = self._next_frame * self.hop - self.pad if frames_total is None else final_limit
+        ready = min(final, final_limit) - self._emitted
+        if ready <= 0:
+            return np.zeros((self.channels, 0), np.float32)
+        out = self._ola[:, :ready] / self._envelope[:ready] / self.gain
+        self._ola, self._envelope = self._ola[:, ready:], self._envelope[ready:]
+        self._emitted += ready
+        return out.cpu().numpy()
+
+    def _run_frames(self, count: int) -> None:
+        """Restore ``count`` frames from the input buffer and overlap-add them into the output buffers."""
+        frames = self._inbuf[:, : (count - 1) * self.hop + self.n_fft].unfold(1, self.n_fft, self.hop)
+        spec = torch.fft.rfft(frames * self.window, dim=-1)  # [channels, count, bins]
+        restored, self._conv = self.model.spectral_forward(spec, self._conv)
+        signal = torch.fft.irfft(restored, n=self.n_fft, dim=-1) * self.window  # [channels, count, n_fft]
+        span = (count - 1) * self.hop + self.n_fft
+        added = F.fold(signal.transpose(1, 2), (1, span), (1, self.n_fft), stride=(1, self.hop))[:, 0, 0]
+        weight = self.window.square().expand(1, count, -1).transpose(1, 2)
+        envelope = F.fold(weight, (1, span), (1, self.n_fft), stride=(1, self.hop))[0, 0, 0]
+        # the first frame starts at sample _next_frame * hop - pad; the buffers start at sample _emitted
+        offset = self._next_frame * self.hop - self.pad - self._emitted
+        if offset < 0:  # the first frame reaches pad samples before the signal: the offline pass drops them
+            added, envelope, offset = added[:, -offset:], envelope[-offset:], 0
+        size = offset + added.shape[-1]
+        self._ola = _add_at(_grow(self._ola, size), added, offset)
+        self._envelope = _add_at(_grow(self._envelope, size), envelope, offset)
+        self._next_frame += count
+        self._inbuf = self._inbuf[:, count * self.hop :]
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The stream's state as CPU tensors (conv histories ``conv.<layer>.<block>``, buffers, counters)."""
+        if self.channels is None:
+            return {}
+        counters = [self.channels, self._next_frame, self._received, self._emitted]
+        state = {
+            "inbuf": self._inbuf, "ola": self._ola, "envelope": self._envelope,
+            "counters": torch.tensor(counters, dtype=torch.int64),
+        }
+        for i, layer in enumerate(self._conv or []):
+            for j, history in enumerate(layer):
+                state[f"conv.{i}.{j}"] = history
+        return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Continue the stream saved by :meth:`state_dict` (an empty dict is a fresh stream)."""
+        self.reset()
+        if not state:
+            return
+        missing = [k for k in _STATE_KEYS if k not in state]
+        if missing:
+            raise ApolloError(f"stream state lacks {missing}")
+        channels, self._next_frame, self._received, self._emitted = (int(v) for v in state["counters"])
+        self._start(channels)
+        self._inbuf, self._ola, self._envelope = (_owned(state[k], self.device) for k in _STATE_KEYS[:3])
+        c = self.config
+        conv_keys = [[f"conv.{i}.{j}" for j in range(c.tcn_blocks)] for i in range(c.num_layers)]
+        present = {k for k in state if k.startswith("conv.")}
+        if present and present != {k for layer in conv_keys for k in layer}:
+            self._mismatch()
+        if present:
+            self._conv = [[_owned(state[k], self.device) for k in layer] for layer in conv_keys]
+        self._validate()
+
+    def _validate(self) -> None:
+        c = self.config
+        history = (self.channels, c.conv_kernel - 1, c.num_bands, c.feature_dim)
+        conv_ok = self._conv is None or all(tuple(h.shape) == history for layer in self._conv for h in layer)
+        buffers_ok = (
+            self._inbuf.shape[0] == self._ola.shape[0] == self.channels
+            and self._ola.shape[1] == self._envelope.shape[0]
+            and self._inbuf.shape[1] == self.pad + self._received - self._next_frame * self.hop
+        )
+        if not (conv_ok and buffers_ok):
+            self._mismatch()
+
+    def _mismatch(self) -> NoReturn:
+        self.reset()
+        raise ApolloError("stream state does not match this model (saved from another config?)")
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    """Timing of one stream. ``frame_ms``: compute per frame for each call that computed frames (call time /
+    frames); ``lag_ms``: for each chunk, how long after its last sample arrived its output was ready, on a
+    simulated real-time clock (a chunk arrives when its last sample would in real time; a call starts when its
+    chunk has arrived and the previous call has finished)."""
+
+    samples: int
+    sample_rate: int
+    channels: int
+    chunk_ms: float
+    hop_ms: float
+    latency_ms: float
+    frame_ms: tuple[float, ...]
+    lag_ms: tuple[float, ...]
+    compute_s: float
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.sample_rate
+
+    @property
+    def rtf(self) -> float:
+        """Compute time / audio duration (< 1: faster than real time)."""
+        return self.compute_s / max(self.seconds, 1e-12)
+
+    @property
+    def late_chunks(self) -> int:
+        """Chunks whose output was ready more than one chunk after they arrived (a one-chunk buffer underruns)."""
+        return sum(lag > self.chunk_ms for lag in self.lag_ms)
+
+    def summary(self) -> str:
+        """Multi-line report for stderr."""
+        frames = np.asarray(self.frame_ms) if self.frame_ms else np.zeros(1)
+        worst = max(self.lag_ms, default=0.0)
+        return "\n".join([
+            f"streamed {self.seconds:.2f} s, {self.channels} ch, {len(self.lag_ms)} chunks of {self.chunk_ms:.2f} ms",
+            f"compute per frame: median {np.median(frames):.2f} ms, p99 {np.percentile(frames, 99):.2f} ms, "
+            f"max {frames.max():.2f} ms ({len(self.frame_ms)} calls; one frame is {self.hop_ms:.2f} ms of audio)",
+            f"real-time factor: {self.rtf:.3f} (compute {self.compute_s:.2f} s / audio {self.seconds:.2f} s)",
+            f"latency: {self.latency_ms:.2f} ms algorithmic + up to {self.chunk_ms:.2f} ms chunking "
+            f"+ {worst:.2f} ms worst compute/queueing = {self.latency_ms + self.chunk_ms + worst:.2f} ms worst case",
+            f"late chunks (simulated real time): {self.late_chunks} of {len(self.lag_ms)}",
+        ])
+
+
+def run_stream(engine: StreamingRestorer, chunks: Iterable[np.ndarray], sink: Callable[[np.ndarray], None],
+               chunk_ms: float) -> StreamStats:
+    """Feed ``chunks`` (``[channels, n]`` each) through ``engine``, pass every output block to ``sink``, flush,
+    and time each call (see :class:`StreamStats`). Only ``engine`` calls are timed, not reading or writing."""
+    frame_ms: list[float] = []
+    lag_ms: list[float] = []
+    samples = compute = clock = 0.0
+    channels = 0
+    for chunk in chunks:
+        before = engine.frames_done
+        started = time.perf_counter()
+        out = engine.process(chunk)
+        elapsed = time.perf_counter() - started
+        compute += elapsed
+        samples += chunk.shape[1]
+        channels = chunk.shape[0]
+        if engine.frames_done > before:
+            frame_ms.append(1000.0 * elapsed / (engine.frames_done - before))
+        arrived = 1000.0 * samples / engine.sample_rate  # when the chunk's last sample came in
+        clock = max(clock, arrived) + 1000.0 * elapsed
+        lag_ms.append(clock - arrived)
+        if out.shape[1]:
+            sink(out)
+    started = time.perf_counter()
+    tail = engine.flush()
+    compute += time.perf_counter() - started
+    if tail.shape[1]:
+        sink(tail)
+    hop_ms = 1000.0 * engine.hop / engine.sample_rate
+    return StreamStats(int(samples), engine.sample_rate, channels, chunk_ms, hop_ms, engine.latency_ms,
+                       tuple(frame_ms), tuple(lag_ms), compute)
+
+
+def _owned(tensor: Tensor, device: torch.device) -> Tensor:
+    """A float32 copy on ``device`` that the stream may modify without touching the caller's tensor."""
+    return tensor.to(device, torch.float32, copy=True)
+
+
+def _grow(buffer: Tensor, size: int) -> Tensor:
+    """Zero-extend ``buffer [..., n]`` to at least ``size`` along the last axis."""
+    return F.pad(buffer, (0, max(0, size - buffer.shape[-1])))
+
+
+def _add_at(buffer: Tensor, values: Tensor, offset: int) -> Tensor:
+    buffer[..., offset : offset + values.shape[-1]] += values
+    return buffer

@@ -1,0 +1,227 @@
+"""StreamingRestorer and `apollo stream`: chunked output equals the offline causal pass, state, latency, CLI."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file, save_file
+
+from apollo_restore.checkpoint import save_model
+from apollo_restore.cli import main
+from apollo_restore.errors import ApolloError
+from apollo_restore.streaming import StreamingRestorer, run_stream
+from conftest import tiny_model
+
+HOP = 441
+
+
+def offline(model, audio: np.ndarray) -> np.ndarray:
+    """The whole-signal causal pass: ``[channels, n]`` -> ``[channels, n]``."""
+    with torch.no_grad():
+        return model(torch.from_numpy(audio)[None])[0].numpy()
+
+
+def stream(engine: StreamingRestorer, audio: np.ndarray, sizes: list[int], flush: bool = True) -> list[np.ndarray]:
+    """Feed ``audio`` in chunks of ``sizes`` (cycled), then flush (if asked); the returned blocks in order."""
+    out, pos, i = [], 0, 0
+    while pos < audio.shape[1]:
+        out.append(engine.process(audio[:, pos : pos + sizes[i % len(sizes)]]))
+        pos += sizes[i % len(sizes)]
+        i += 1
+    return [*out, engine.flush()] if flush else out
+
+
+def signal(channels: int, length: int, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal((channels, length)) * 0.3).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def causal():
+    return tiny_model(3, causal=True, num_layers=2)
+
+
+@pytest.mark.parametrize(
+    ("channels", "length", "sizes"),
+    [
+        (2, 20 * HOP + 123, "random"),  # random sizes from 1 sample to 0.1 s, length not a multiple of the hop
+        (1, 12 * HOP, [HOP]),  # one frame per call
+        (3, 9 * HOP + 1, [0, 7, 1000, 2 * HOP + 5]),  # empty chunks too
+        (2, 15 * HOP - 1, [10**6]),  # the whole signal in one chunk
+        (1, 300, [17]),  # shorter than a window
+    ],
+)
+def test_stream_equals_offline_causal_pass(causal, channels, length, sizes):
+    audio = signal(channels, length)
+    if sizes == "random":
+        sizes = [int(n) for n in np.random.default_rng(1).integers(1, 4410, 200)]
+    restored = np.concatenate(stream(StreamingRestorer(causal, "cpu"), audio, sizes), axis=1)
+    expected = offline(causal, audio)
+    assert restored.shape == expected.shape
+    assert np.abs(restored - expected).max() <= 1e-4
+    assert np.abs(expected).max() > 1e-3  # the model did produce a signal
+
+
+def test_one_sample_chunks_and_exact_latency(causal):
+    """Feeding sample by sample: equal to offline, and each output sample arrives within one window."""
+    audio = signal(2, 6 * HOP + 200, seed=2)
+    engine = StreamingRestorer(causal, "cpu")
+    blocks = stream(engine, audio, [1])
+    restored = np.concatenate(blocks, axis=1)
+    assert np.abs(restored - offline(causal, audio)).max() <= 1e-4
+    # blocks[i] is what the call after sample i returned: find when each output sample became available
+    emitted = np.cumsum([b.shape[1] for b in blocks[:-1]])
+    arrival = np.searchsorted(emitted, np.arange(emitted[-1]), side="right")  # input index at release
+    delay = arrival - np.arange(emitted[-1])
+    assert engine.latency_samples == causal.config.n_fft - 1 == 881
+    assert delay.max() == engine.latency_samples
+    assert delay.min() == causal.config.n_fft - HOP
+    assert engine.latency_ms == pytest.approx(1000 * 881 / 44100)
+
+
+def test_offline_tail_is_covered_by_two_frames():
+    """A length that is not a multiple of the hop must not leave a lone window edge (it divided by ~1e-9)."""
+    model = tiny_model(0, causal=True)
+    for length in (HOP * 20 - 1, HOP * 20 - 3, HOP * 20 + 1):
+        out = offline(model, signal(1, length, seed=length))
+        assert np.abs(out[:, -HOP:]).max() < 5 * np.abs(out[:, :-HOP]).max()
+
+
+def test_saved_state_resumes_identically(causal, tmp_path):
+    audio = signal(2, 14 * HOP + 77, seed=4)
+    sizes = [333]  # the same chunk boundaries before and after the cut, so the same arithmetic
+    whole = np.concatenate(stream(StreamingRestorer(causal, "cpu"), audio, sizes), axis=1)
+
+    first = StreamingRestorer(causal, "cpu")
+    cut = 20 * 333  # mid-frame: input, overlap-add and conv state all pending
+    head = stream(first, audio[:, :cut], sizes, flush=False)  # the stream goes on elsewhere
+    save_file(first.state_dict(), str(tmp_path / "stream.safetensors"))
+    second = StreamingRestorer(causal, "cpu")
+    second.load_state_dict(load_file(str(tmp_path / "stream.safetensors")))
+    assert second.frames_done == first.frames_done > 0
+    rest = stream(second, audio[:, cut:], sizes)
+    resumed = np.concatenate(head + rest, axis=1)
+    np.testing.assert_array_equal(resumed, whole)
+
+    other = StreamingRestorer(tiny_model(0, causal=True, feature_dim=8, num_heads=2), "cpu")
+    with pytest.raises(ApolloError, match="does not match"):
+        other.load_state_dict(first.state_dict())
+
+
+def test_reset_and_flush_start_a_new_stream(causal):
+    audio = signal(1, 8 * HOP + 5, seed=5)
+    expected = offline(causal, audio)
+    engine = StreamingRestorer(causal, "cpu")
+    engine.process(signal(2, 3000, seed=6))  # a different stream, abandoned
+    engine.reset()
+    first = np.concatenate(stream(engine, audio, [500]), axis=1)
+    second = np.concatenate(stream(engine, audio, [123]), axis=1)  # flush reset it
+    np.testing.assert_allclose(first, expected, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(second, first, atol=1e-6, rtol=0)
+
+
+def test_gain_is_undone_on_the_way_out(causal):
+    audio = signal(1, 10 * HOP, seed=7) * 0.05
+    out = np.concatenate(stream(StreamingRestorer(causal, "cpu", gain=8.0), audio, [1000]), axis=1)
+    np.testing.assert_allclose(out, offline(causal, audio * 8.0) / 8.0, atol=1e-5, rtol=0)
+    assert np.abs(out - offline(causal, audio)).max() > 1e-4  # the model is not scale-equivariant
+
+
+def test_refusals(causal):
+    with pytest.raises(ApolloError, match="causal"):
+        StreamingRestorer(tiny_model(0), "cpu")
+    with pytest.raises(ApolloError, match="gain"):
+        StreamingRestorer(causal, "cpu", gain=0.0)
+    engine = StreamingRestorer(causal, "cpu")
+    with pytest.raises(ApolloError, match=r"\[channels, samples\]"):
+        engine.process(np.zeros(100, np.float32))
+    engine.process(np.zeros((2, 100), np.float32))
+    with pytest.raises(ApolloError, match="2 channels"):
+        engine.process(np.zeros((1, 100), np.float32))
+    with pytest.raises(ApolloError, match="NaN"):
+        engine.process(np.full((2, 10), np.nan, np.float32))
+
+
+def test_run_stream_times_every_call(causal):
+    audio = signal(2, 30 * HOP, seed=8)
+    written: list[np.ndarray] = []
+    chunks = (audio[:, i : i + HOP] for i in range(0, audio.shape[1], HOP))
+    stats = run_stream(StreamingRestorer(causal, "cpu"), chunks, written.append, chunk_ms=10.0)
+    np.testing.assert_allclose(np.concatenate(written, axis=1), offline(causal, audio), atol=1e-4, rtol=0)
+    assert stats.samples == audio.shape[1] and stats.channels == 2
+    assert len(stats.lag_ms) == len(stats.frame_ms) == 30  # every hop of input completes one frame
+    assert all(t > 0 for t in stats.frame_ms) and stats.rtf > 0
+    assert min(stats.lag_ms) >= 0
+    assert "median" in stats.summary() and "19.98 ms algorithmic" in stats.summary()
+
+
+@pytest.fixture(scope="module")
+def causal_checkpoint(tmp_path_factory, causal) -> Path:
+    return save_model(causal, tmp_path_factory.mktemp("ckpt") / "causal")
+
+
+def test_cli_streams_a_file(causal, causal_checkpoint, tmp_path, capsys):
+    audio = signal(2, 25 * HOP + 9, seed=9)
+    sf.write(tmp_path / "in.wav", audio.T, 44100, subtype="FLOAT")
+    dst = tmp_path / "out.wav"
+    code = main(["stream", str(tmp_path / "in.wav"), "-o", str(dst), "--checkpoint", str(causal_checkpoint),
+                 "--chunk-ms", "7", "--device", "cpu"])
+    assert code == 0
+    restored, rate = sf.read(dst, dtype="float32", always_2d=True)
+    assert rate == 44100
+    np.testing.assert_allclose(restored.T, offline(causal, audio), atol=1e-4, rtol=0)
+    err = capsys.readouterr().err
+    assert "compute per frame: median" in err and "real-time factor" in err and "latency" in err
+
+
+def test_cli_refuses_bad_input_without_writing(causal_checkpoint, tmp_path, capsys):
+    sf.write(tmp_path / "in.wav", signal(1, 5000).T, 44100)
+    noncausal = save_model(tiny_model(0), tmp_path / "offline-model")
+    cases = [
+        (["--checkpoint", str(noncausal), "-o", str(tmp_path / "a.wav")], "causal model"),
+        (["--raw", "--channels", "1", "--rate", "48000", "--checkpoint", str(causal_checkpoint)], "48000 Hz"),
+        (["--raw", "--checkpoint", str(causal_checkpoint)], "--channels"),
+        (["--checkpoint", str(causal_checkpoint)], "-o OUTPUT"),
+        (["--checkpoint", str(causal_checkpoint), "-o", str(tmp_path / "a.mp3")], ".wav or .flac"),
+    ]
+    for extra, message in cases:
+        assert main(["stream", str(tmp_path / "in.wav"), "--device", "cpu", *extra]) == 1
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "offline-model"]
+
+
+def test_cli_raw_pipe_stdin_to_stdout(causal, causal_checkpoint):
+    """A real pipe: f32le in on stdin, f32le out on stdout, the report on stderr."""
+    audio = signal(2, 18 * HOP + 100, seed=10)
+    raw = np.ascontiguousarray(audio.T, dtype="<f4").tobytes()
+    done = subprocess.run(
+        [sys.executable, "-m", "apollo_restore", "stream", "--raw", "--channels", "2", "--rate", "44100", "-",
+         "--checkpoint", str(causal_checkpoint), "--device", "cpu", "--chunk-ms", "10"],
+        input=raw, capture_output=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    restored = np.frombuffer(done.stdout, dtype="<f4").reshape(-1, 2).T
+    np.testing.assert_allclose(restored, offline(causal, audio), atol=1e-4, rtol=0)
+    assert b"real-time factor" in done.stderr
+
+
+
+def test_cli_raw_input_torn_inside_a_frame_is_one_line_error(causal_checkpoint, monkeypatch, capsys):
+    raw = np.zeros((3 * HOP, 2), "<f4").tobytes()[:-3]
+    stdout = io.BytesIO()
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=io.BytesIO(raw)))
+    monkeypatch.setattr(sys, "stdout", SimpleNamespace(buffer=stdout))
+    args = ["stream", "--raw", "--channels", "2", "--rate", "44100", "-", "--checkpoint", str(causal_checkpoint),
+            "--device", "cpu"]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert "inside a frame" in err and len(err.splitlines()) == 1, err
+    assert 0 < len(stdout.getvalue()) < len(raw)  # what was final before the tear had been passed on
