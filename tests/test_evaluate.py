@@ -140,16 +140,19 @@ def test_evaluate_writes_every_example_table_and_figure(tiny_run):
 
 
 def test_evaluate_resumes_from_its_cache(tiny_run):
+    import json
+
     testset, checkpoint, out = tiny_run
     cache = out / "cache.jsonl"
     lines = cache.read_text().splitlines()
     assert len(lines) == 8
     assert _apollo("evaluate", "--data", testset, "--checkpoint", checkpoint, "-o", out, "--jobs", 1, "-q",
-                   "--no-visqol") == 0
+                   "--no-visqol", "--rtf-iterations", 0) == 0
     # --no-visqol changes the fingerprint: every row is rescored once, then reused
     assert len(cache.read_text().splitlines()) == 16
+    assert "rtf_ms" in json.loads((out / "results.json").read_text())["systems"]["tiny"]  # kept from run 1
     assert _apollo("evaluate", "--data", testset, "--checkpoint", checkpoint, "-o", out, "--jobs", 1, "-q",
-                   "--no-visqol") == 0
+                   "--no-visqol", "--rtf-iterations", 0) == 0
     assert len(cache.read_text().splitlines()) == 16
 
 
@@ -168,7 +171,7 @@ def test_compare_merges_systems_and_keeps_one_baseline(tiny_run, tmp_path):
     other = _tiny_checkpoint(tmp_path / "other", seed=2)
     out2 = tmp_path / "run2"
     assert _apollo("evaluate", "--data", testset, "--checkpoint", other, "-o", out2, "-q", "--no-visqol",
-                   "--jobs", 1, "--compare", out / "results.json") == 0
+                   "--jobs", 1, "--rtf-iterations", 0, "--compare", out / "results.json") == 0
     rows = json.loads((out2 / "results.json").read_text())["rows"]
     assert sorted({r["system"] for r in rows}) == ["input", "other", "tiny"]
     assert "| `tiny` |" in (out2 / "table.md").read_text()

@@ -201,8 +201,9 @@ def restore_with_checkpoint(evalset: EvalSet, spec: str | None, name: str | None
                             ) -> tuple[str, dict]:
     """Restore every degraded example with one checkpoint into ``OUT/restored/<system>/``.
 
-    Returns the system name and its description (checkpoint, sha256, parameter count); existing outputs of
-    the same checkpoint are reused, outputs of a different one are an error.
+    Returns the system name and its description (checkpoint, sha256, parameter count, RTF of the paper's
+    1 s protocol, measured once per folder and device); existing outputs of the same checkpoint are reused,
+    outputs of a different one are an error.
     """
     from tqdm import tqdm
 
@@ -219,11 +220,11 @@ def restore_with_checkpoint(evalset: EvalSet, spec: str | None, name: str | None
     model = load_model(path)
     info = {"kind": "checkpoint", "checkpoint": str(path), "sha256": _file_digest(path),
             "params": model.num_parameters(), "config": model.config.to_dict()}
-    if source_file.is_file():
-        previous = json.loads(source_file.read_text())
-        if previous.get("sha256") != info["sha256"]:
-            raise ApolloError(f"{folder} holds outputs of another checkpoint ({previous.get('checkpoint')}): "
-                              "use another --out or --name")
+    previous = json.loads(source_file.read_text()) if source_file.is_file() else {}
+    if previous and previous.get("sha256") != info["sha256"]:
+        raise ApolloError(f"{folder} holds outputs of another checkpoint ({previous.get('checkpoint')}): "
+                          "use another --out or --name")
+    info.update({key: previous[key] for key in ("rtf_ms", "rtf_device") if key in previous})
     folder.mkdir(parents=True, exist_ok=True)
     source_file.write_text(json.dumps(info, indent=2))
     restorer = Restorer(model, config.device, config.block_seconds)
@@ -232,11 +233,12 @@ def restore_with_checkpoint(evalset: EvalSet, spec: str | None, name: str | None
         audio, sr = read_audio(example.degraded)
         write_audio(folder / f"{example.id}.wav", restorer.restore_array(audio, sr), sr, subtype="FLOAT")
     evalset.outputs[system] = {e.id: folder / f"{e.id}.wav" for e in evalset.examples}
-    if config.rtf_iterations > 0:
+    if config.rtf_iterations > 0 and info.get("rtf_device") != str(restorer.device):  # once per folder+device
         from apollo_restore.evaluate.bench import paper_rtf
 
         info["rtf_ms"] = 1000 * paper_rtf(restorer.model, restorer.device, config.rtf_iterations)
         info["rtf_device"] = str(restorer.device)
+        source_file.write_text(json.dumps(info, indent=2))
     del model, restorer
     return system, info
 
