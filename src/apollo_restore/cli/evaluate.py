@@ -14,24 +14,25 @@ HELP = "score checkpoints / external outputs on a test set: SDR, SI-SNR, ViSQOL,
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", type=Path, help="pre-rendered test set folder (with manifest.jsonl)")
-    source.add_argument("--pairs", type=Path,
+    source.add_argument("--data", type=Path, metavar="TESTSET",
+                        help="pre-rendered test set folder (with manifest.jsonl)")
+    source.add_argument("--pairs", type=Path, metavar="DIR",
                         help="folder with reference/, degraded/ and optional <system>/ subfolders "
                              "(see docs/evaluation.md)")
-    parser.add_argument("--checkpoint", action="append", default=None,
+    parser.add_argument("--checkpoint", action="append", default=None, metavar="C",
                         help="checkpoint to restore with (repeatable; bundled name, folder or file). "
                              "Default with --data: the bundled default model")
     parser.add_argument("--name", action="append", default=None, help="system name for each --checkpoint")
-    parser.add_argument("--compare", action="append", type=Path, default=[],
+    parser.add_argument("--compare", action="append", type=Path, default=[], metavar="RESULTS_JSON",
                         help="results.json of another evaluate run to include in the table and figure")
     parser.add_argument("-o", "--out", type=Path, default=Path("evaluation"),
                         help="output folder (results, table.md, figure2.png, restored audio, cache)")
-    parser.add_argument("--per-cell", type=int, default=None,
+    parser.add_argument("--per-cell", type=int, default=None, metavar="N",
                         help="use at most N examples per (bitrate, category), by id")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="scoring processes")
     parser.add_argument("--device", default="auto", help="device for restoring: auto (default), cpu, cuda, ...")
     parser.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (the slowest metric)")
-    parser.add_argument("--rtf-iterations", type=int, default=5,
+    parser.add_argument("--rtf-iterations", type=int, default=5, metavar="N",
                         help="1 s forwards timed per checkpoint for the RTF column (0: skip)")
     parser.add_argument("--block-seconds", type=float, default=10.0, help="audio per model pass when restoring")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
