@@ -16,23 +16,25 @@ from apollo_restore.degrade import Degradation
 from apollo_restore.errors import ApolloError
 
 CLIP = 1.0
+LAYOUTS = ("musdb", "moisesdb", "folder")  # MoisesDB: 2 of the 3 songs hash into train
 
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory):
     base = tmp_path_factory.mktemp("mixing")
-    return (write_synthetic_dataset(base / "musdb", "musdb", n_songs=3, seconds=4.0, splits=("train",)),
-            write_synthetic_dataset(base / "folder", "folder", n_songs=3, seconds=4.0, splits=("train",)))
+    return tuple(write_synthetic_dataset(base / layout, layout, n_songs=3, seconds=4.0, splits=("train",))
+                 for layout in LAYOUTS)
 
 
 def make(roots, **overrides) -> MixtureDataset:
-    config = MixConfig(roots=tuple(str(r) for r in roots), layouts=("musdb", "folder"), clip_seconds=CLIP,
-                       **overrides)
+    config = MixConfig(roots=tuple(str(r) for r in roots), layouts=LAYOUTS, clip_seconds=CLIP, **overrides)
     return MixtureDataset(config, "train", epoch_size=64, seed=7)
 
 
 def test_items_are_reproducible_and_scaled(roots) -> None:
     dataset = make(roots)
+    assert len(dataset.songs) == 3 + 2 + 3
+    assert {len(stem.stem.paths) for _, stems in dataset.songs for stem in stems} == {1, 2}  # MoisesDB sums
     first, again = dataset[3], dataset[3]
     assert torch.equal(first["clean"], again["clean"]) and torch.equal(first["degraded"], again["degraded"])
     assert first["clean"].shape == first["degraded"].shape == (2, 44100)
@@ -96,6 +98,5 @@ def test_config_and_dataset_errors(tmp_path, roots) -> None:
         MixConfig(roots=str(tmp_path), layouts="stems")
     with pytest.raises(ApolloError):
         MixConfig(roots=str(tmp_path), min_stems=3, max_stems=2)
-    config = MixConfig(roots=[str(r) for r in roots], layouts=["musdb", "folder"],
-                       degrade={"bitrates": [32]})
+    config = MixConfig(roots=[str(r) for r in roots], layouts=list(LAYOUTS), degrade={"bitrates": [32]})
     assert config.degrade.bitrates == [32] and config.root_layouts()[0][1] == "musdb"

@@ -20,7 +20,7 @@ INTERP_7TH = 7
 RELEASE_SECONDS = 2.5
 
 
-def _library():
+def load_library():
     try:
         import fluidsynth
     except ImportError as error:
@@ -39,7 +39,7 @@ class FluidRenderer:
     """One synth with one SoundFont loaded; renders note lists on channel 0 (never the GM drum channel)."""
 
     def __init__(self, soundfont: str | Path, sample_rate: int = 44100):
-        fluidsynth, self._lib = _library()
+        fluidsynth, self._lib = load_library()
         if not Path(soundfont).is_file():
             raise ApolloError(f"{soundfont}: SoundFont not found (run scripts/install-data-deps.sh)")
         self.sample_rate = sample_rate

@@ -34,6 +34,8 @@ SPLIT_SHARES = {"train": 0.8, "valid": 0.1, "test": 0.1}
 SPLIT_SEEDS = {"train": 0, "valid": 1, "test": 2}
 #: 16-bit FLAC like MUSDB18-HQ's 16-bit WAV: half the size and encode time of 24-bit
 STEM_SUBTYPE = "PCM_16"
+#: consecutive failed songs after which rendering stops (something is broken, not one odd score)
+MAX_FAILURES = 8
 
 
 @dataclass
@@ -147,10 +149,14 @@ def generate(config: GeneratorConfig, progress: bool = True) -> dict:
     """Render until each split holds its share of ``hours``; returns counts and timings."""
     from tqdm import tqdm
 
+    from apollo_restore.data.generator.fluid import load_library
+    from apollo_restore.data.generator.scores import corpus_root
+
+    load_library(), corpus_root()  # fail early, with one line, when FluidSynth or music21 is missing
     for split in config.splits:
-        config.soundfont(split)
         if split not in SPLIT_BANKS:
             raise ApolloError(f"unknown split {split!r}")
+        config.soundfont(split)
     out_dir = Path(config.out_dir)
     summary = {"songs": 0, "song_seconds": 0.0, "stem_seconds": 0.0, "skipped": [], "resumed": 0}
     started = time.time()
@@ -159,9 +165,9 @@ def generate(config: GeneratorConfig, progress: bool = True) -> dict:
     with ProcessPoolExecutor(max_workers=max(1, config.jobs)) as pool:
         for split, target in targets.items():
             schedule = song_schedule(split, config.seed, 100000)
-            done, k, pending = 0.0, 0, set[Future]()
+            done, k, pending, failures = 0.0, 0, set[Future](), 0
             while True:
-                while len(pending) < 2 * config.jobs and done + 90.0 * len(pending) < target:
+                while len(pending) < 2 * config.jobs and done + config.max_seconds * len(pending) < target:
                     genre, source = schedule[k]
                     seconds = _finished(out_dir / split / song_id(k, genre, source))
                     if seconds is not None:
@@ -179,7 +185,13 @@ def generate(config: GeneratorConfig, progress: bool = True) -> dict:
                         _, seconds, stem_seconds = future.result()
                     except Exception as error:  # a score music21 cannot read is skipped, not fatal
                         summary["skipped"].append(f"{type(error).__name__}: {error}")
+                        failures += 1
+                        if failures >= MAX_FAILURES:
+                            pool.shutdown(cancel_futures=True)
+                            raise ApolloError(f"{MAX_FAILURES} songs in a row failed; last: "
+                                              f"{summary['skipped'][-1]}") from None
                         continue
+                    failures = 0
                     done += seconds
                     summary["songs"] += 1
                     summary["song_seconds"] += seconds

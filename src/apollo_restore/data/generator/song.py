@@ -41,9 +41,9 @@ PALETTES = {
 }
 #: genre -> (tempo range in quarter notes per minute, chance of drums, of guitar strums, of an all-voice cast)
 GENRE_STYLE = {
-    "chorale": ((60, 92), 0.65, 0.45, 0.5), "renaissance": ((90, 140), 0.6, 0.4, 0.5),
-    "madrigal": ((70, 110), 0.6, 0.4, 0.5), "quartet": ((80, 140), 0.5, 0.35, 0.0),
-    "folk": ((90, 140), 0.85, 0.6, 0.0),
+    "chorale": ((60, 92), 0.7, 0.5, 0.5), "renaissance": ((90, 140), 0.7, 0.45, 0.5),
+    "madrigal": ((70, 110), 0.7, 0.45, 0.5), "quartet": ((80, 140), 0.55, 0.4, 0.0),
+    "folk": ((90, 140), 0.9, 0.6, 0.0),
 }
 QUALITIES = {"major": (0, 4, 7), "minor": (0, 3, 7), "m7b5": (0, 3, 6, 10)}
 DRUM_VELOCITY = {"kick": 100, "snare": 95, "hat_closed": 70, "hat_open": 80, "ride": 75, "crash": 100, "tom": 90}
