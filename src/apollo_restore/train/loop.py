@@ -43,6 +43,7 @@ from apollo_restore.train.losses import si_snr
 from apollo_restore.train.records import FIGURE_FILE, METRICS_FILE, MetricsLog, plot_losses
 
 STATE_FILE = "state.pt"
+PLOT_EVERY_SECONDS = 120.0  # losses.png is redrawn at an epoch end at most this often, and at the end
 CONFIG_FILE = "config.yaml"
 #: config sections that must match when resuming (they define the networks' shapes)
 _FIXED_SECTIONS = ("model", "discriminator")
@@ -132,6 +133,7 @@ class Trainer:
         self.gan = GANTrainer(config, ctx)
         self.progress = Progress()
         self.log: MetricsLog | None = None
+        self._plotted = time.monotonic()
 
     def _validation_set(self) -> Dataset:
         vc, tc = self.config.validation, self.config.train
@@ -293,7 +295,7 @@ class Trainer:
                     reason = "interrupted (state saved; run the same command to resume)"
                     break
         if self.ctx.is_main:
-            plot_losses(self.run_dir / METRICS_FILE, self.run_dir / FIGURE_FILE)
+            self._plot()
             print(f"{self.run_dir}: {reason} at step {p.step}")
         return reason
 
@@ -332,8 +334,12 @@ class Trainer:
         if p.batch_in_epoch >= self.steps_per_epoch:
             self._end_epoch()
         self.save()
-        if self.ctx.is_main:
-            plot_losses(self.run_dir / METRICS_FILE, self.run_dir / FIGURE_FILE)
+        if self.ctx.is_main and time.monotonic() - self._plotted > PLOT_EVERY_SECONDS:
+            self._plot()
+
+    def _plot(self) -> None:
+        plot_losses(self.run_dir / METRICS_FILE, self.run_dir / FIGURE_FILE)
+        self._plotted = time.monotonic()
 
     def close(self) -> None:
         if self.log is not None:
