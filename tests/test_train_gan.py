@@ -15,7 +15,6 @@ from apollo_restore.train.losses import (
     adversarial_loss,
     discriminator_loss,
     feature_matching_loss,
-    si_snr,
 )
 
 SR = 44100
@@ -90,8 +89,6 @@ def test_losses_follow_equations():
     assert rec(clean, clean).item() == 0
     assert rec(2 * clean, clean).item() == pytest.approx(1.0, rel=1e-4)  # | |2S| - |S| | / |S|
     assert 0 < rec(degraded, clean).item() < 1
-    assert si_snr(3 * clean, clean).min() > 100
-    assert si_snr(degraded, clean).shape == (1, 2)
 
 
 def test_one_gan_step_updates_both_networks():

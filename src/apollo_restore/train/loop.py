@@ -28,6 +28,7 @@ from tqdm import tqdm
 from apollo_restore.checkpoint import _atomic_write as atomic_write
 from apollo_restore.checkpoint import save_model
 from apollo_restore.errors import ApolloError
+from apollo_restore.evaluate.metrics import si_snr
 from apollo_restore.train.config import ExperimentConfig, dump_config
 from apollo_restore.train.distributed import (
     DistributedContext,
@@ -39,7 +40,6 @@ from apollo_restore.train.distributed import (
     shutdown_distributed,
 )
 from apollo_restore.train.gan import GANTrainer
-from apollo_restore.train.losses import si_snr
 from apollo_restore.train.records import FIGURE_FILE, METRICS_FILE, MetricsLog, plot_losses
 
 STATE_FILE = "state.pt"
@@ -251,13 +251,15 @@ class Trainer:
     def validate(self) -> tuple[float, float]:
         """Mean SI-SNR (dB) of restored and of degraded validation clips, over all processes."""
         items = min(len(self.valid_set), self.config.validation.items)
-        sums = torch.zeros(3, dtype=torch.float64, device=self.ctx.device)
+        restored_sum = degraded_sum = count = 0.0
         for i in range(self.ctx.rank, items, self.ctx.world_size):
             example = self.valid_set[i]
-            clean = example["clean"].to(self.ctx.device)[None]
-            degraded = example["degraded"].to(self.ctx.device)[None]
-            restored = self.gan.restore(degraded)
-            sums += torch.stack([si_snr(restored, clean).mean(), si_snr(degraded, clean).mean(), sums.new_ones(())])
+            clean, degraded = example["clean"].numpy(), example["degraded"]
+            restored = self.gan.restore(degraded[None].to(self.ctx.device))[0].cpu().numpy()
+            restored_sum += si_snr(clean, restored)
+            degraded_sum += si_snr(clean, degraded.numpy())
+            count += 1
+        sums = torch.tensor([restored_sum, degraded_sum, count], dtype=torch.float64, device=self.ctx.device)
         sums = all_reduce_sum(sums).cpu()
         if sums[2] == 0:
             raise ApolloError("the validation set is empty")

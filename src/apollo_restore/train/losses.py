@@ -1,4 +1,4 @@
-"""GAN losses of the paper (eqs. 3-6) and the validation metric.
+"""GAN losses of the paper (eqs. 3-6).
 
 Discriminator outputs are lists over resolutions (see :mod:`.discriminator`); every loss averages over
 resolutions (and layers), as the reference implementation does, so its scale does not grow with their count.
@@ -93,12 +93,3 @@ def generator_loss(
     total = config.reconstruction * reconstruction + config.feature_matching * fm + config.adversarial * adv
     return GeneratorLosses(total=total, reconstruction=reconstruction, feature_matching=fm, adversarial=adv)
 
-
-def si_snr(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Scale-invariant SNR in dB per signal: ``[..., samples]`` x2 -> ``[...]`` (zero-mean, float64)."""
-    est = estimate.double() - estimate.double().mean(-1, keepdim=True)
-    ref = reference.double() - reference.double().mean(-1, keepdim=True)
-    scale = (est * ref).sum(-1, keepdim=True) / (ref.pow(2).sum(-1, keepdim=True) + _EPS)
-    target = scale * ref
-    noise = est - target
-    return 10 * torch.log10(target.pow(2).sum(-1).clamp_min(_EPS) / noise.pow(2).sum(-1).clamp_min(_EPS))
