@@ -2,8 +2,8 @@
 
 Output: ``OUT/<split>/<song id>/<NN>_<family>_<instrument>.flac`` (16-bit, 44.1 kHz stereo; the stems sum
 to the song) and ``meta.json`` (written last: a song folder with it is finished and skipped on resume).
-Splits share no score (hash of the corpus path), no SoundFont and no drum kit, and use different takes of
-the guitar strums.
+Splits share no score (hash of the corpus path), no SoundFont and no drum kit; the one recorded guitar is
+used in training songs only.
 """
 
 from __future__ import annotations

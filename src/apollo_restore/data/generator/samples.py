@@ -1,7 +1,8 @@
 """Real recorded drums (Hydrogen drum kits) and acoustic-guitar strums (belofilms_GuitarStrums).
 
 Kits are read from their ``drumkit.xml`` (instrument names -> roles, velocity layers); each split gets its
-own kits. The guitar strums are one guitarist's chords; splits use different takes of them.
+own kits. The guitar strums are one recorded guitar (4 dynamics layers of each chord and direction), so
+they are a training-only instrument: validation and test songs have no strummed guitar.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ SPLIT_KITS = {
     "valid": ("Millo-Drums_v.1", "Millo_MultiLayered2", "Millo_MultiLayered3"),
     "test": ("The Black Pearl 1.0", "Audiophob", "HardElectro1"),
 }
-SPLIT_TAKES = {"train": ("00", "01"), "valid": ("02",), "test": ("03",)}
+#: the one guitar bank belongs to training only
+STRUM_SPLITS = ("train",)
 ROLES = (("kick", r"kick|bass ?drum|bassdrum"), ("snare", r"snare(?!.*roll)"),
          ("hat_open", r"(hat|hh).*\bop|open.*(hat|hh)"), ("hat_closed", r"(hat|hh).*(closed|\bcl\b)|closed"),
          ("ride", r"ride(?!.*(bell|cup))"), ("crash", r"crash|china"), ("tom", r"\btom"))
@@ -114,15 +116,17 @@ def pick_layer(layers: list[Layer], velocity: float, rng: np.random.Generator) -
     return fitting[rng.integers(len(fitting))]
 
 
-def strum_index(split: str) -> dict[tuple[int, str], dict[str, list[Path]]]:
-    """``(root pitch class, quality) -> {"": [...], "DOWN": [...], "UP": [...]}`` of the split's takes;
-    quality is "major", "minor" or "m7b5"."""
+@lru_cache(maxsize=1)
+def strum_index() -> dict[tuple[int, str], dict[str, list[Path]]]:
+    """``(root pitch class, quality) -> {"": [...], "DOWN": [...], "UP": [...]}``, each list ordered from
+    the loudest dynamics layer (file suffix ``_00``) to the softest (``_03``); quality is "major", "minor" or
+    "m7b5"."""
     folder = kit_folder(STRUMS)
     index: dict[tuple[int, str], dict[str, list[Path]]] = {}
     pattern = re.compile(r"^([A-G](?:sharp|flat)?) ?(major|minor|minro)(7b5)?(?:_(down|up))?_(\d\d)", re.I)
     for path in sorted(folder.glob("*.flac")):
         match = pattern.match(path.name)
-        if not match or match.group(5) not in SPLIT_TAKES[split]:
+        if not match:
             continue
         note, kind, seventh, direction = match.group(1), match.group(2).lower(), match.group(3), match.group(4)
         quality = "m7b5" if seventh else ("major" if kind == "major" else "minor")

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from apollo_restore.data.generator.samples import SAMPLE_RATE, load_kit, pick_layer, strum_audio, strum_index
+from apollo_restore.data.generator.samples import (
+    SAMPLE_RATE,
+    STRUM_SPLITS,
+    load_kit,
+    pick_layer,
+    strum_audio,
+    strum_index,
+)
 from apollo_restore.data.generator.scores import ScoreNotes
 
 #: name -> (GM program, stem family as in MoisesDB)
@@ -41,8 +48,8 @@ PALETTES = {
 }
 #: genre -> (tempo range in quarter notes per minute, chance of drums, of guitar strums, of an all-voice cast)
 GENRE_STYLE = {
-    "chorale": ((60, 92), 0.7, 0.5, 0.5), "renaissance": ((90, 140), 0.7, 0.45, 0.5),
-    "madrigal": ((70, 110), 0.7, 0.45, 0.5), "quartet": ((80, 140), 0.55, 0.4, 0.0),
+    "chorale": ((60, 92), 0.75, 0.5, 0.5), "renaissance": ((90, 140), 0.75, 0.45, 0.5),
+    "madrigal": ((70, 110), 0.75, 0.45, 0.5), "quartet": ((80, 140), 0.6, 0.4, 0.0),
     "folk": ((90, 140), 0.9, 0.6, 0.0),
 }
 QUALITIES = {"major": (0, 4, 7), "minor": (0, 3, 7), "m7b5": (0, 3, 6, 10)}
@@ -205,7 +212,7 @@ def plan_song(score: ScoreNotes, song_id: str, split: str, seed: int, max_second
         stems.append(StemPlan(f"{len(stems):02d}_drums_{kit.replace(' ', '_')}", "drums", f"Hydrogen kit {kit}",
                               float(rng.uniform(-4, 0)), 0.0, float(rng.uniform(0.02, 0.15)),
                               hits=_drum_hits(n_bars, score.bar_quarters, spb, rng, cap)))
-    if rng.random() < p_strums:
+    if rng.random() < p_strums and split in STRUM_SPLITS:
         strums = []
         per_bar = [0.0, 1.0, 1.5, 2.5, 3.0] if score.bar_quarters >= 4 else list(np.arange(0, score.bar_quarters))
         for b, (root, quality) in enumerate(chords):
@@ -264,8 +271,10 @@ def _render_drums(stem: StemPlan, kit_name: str, length: int, rng: np.random.Gen
     return out
 
 
-def _render_strums(stem: StemPlan, split: str, length: int, rng: np.random.Generator) -> np.ndarray:
-    index = strum_index(split)
+def _render_strums(stem: StemPlan, length: int, rng: np.random.Generator) -> np.ndarray:
+    """Each strum: the recorded chord (or a same-quality chord up to 2 semitones away, pitch-shifted), in
+    the dynamics layer its velocity asks for, cut by the next strum."""
+    index = strum_index()
     out = np.zeros((2, length), np.float32)
     times = [round(s[0] * SAMPLE_RATE) for s in stem.strums] + [None]
     for (_, root, quality, direction), at, until in zip(stem.strums, times[:-1], times[1:], strict=True):
@@ -273,9 +282,10 @@ def _render_strums(stem: StemPlan, split: str, length: int, rng: np.random.Gener
                            key=lambda pair: (pair[1] is None, abs(pair[0])))
         if entry is None:
             continue
-        paths = entry[direction] or entry[""]
-        gain = float(np.clip(rng.normal(0.8 if direction == "DOWN" else 0.55, 0.08), 0.2, 1.0))
-        _place(out, strum_audio(paths[rng.integers(len(paths))], shift), at, gain, until)
+        layers = entry[direction] or entry[""]
+        velocity = float(np.clip(rng.normal(0.75 if direction == "DOWN" else 0.45, 0.15), 0.0, 0.999))
+        layer = layers[min(len(layers) - 1, int((1.0 - velocity) * len(layers)))]
+        _place(out, strum_audio(layer, shift), at, float(rng.uniform(0.8, 1.0)), until)
     return out
 
 
@@ -301,7 +311,7 @@ def render_song(plan: SongPlan, renderer) -> dict[str, np.ndarray]:
         elif stem.hits:
             dry = _render_drums(stem, plan.kit, length, rng)
         else:
-            dry = _render_strums(stem, plan.split, length, rng)
+            dry = _render_strums(stem, length, rng)
         peak = float(np.abs(dry).max())
         if peak < 1e-6:
             continue
