@@ -79,6 +79,7 @@ def test_tiny_render_is_a_usable_resumable_dataset(tmp_path, capsys) -> None:
         mix_peak = np.abs(sum(audio)).max()
         assert 10 ** (-6.2 / 20) < mix_peak < 10 ** (-0.9 / 20)  # the planned mix level
     assert {s.name for s in discover("folder", out, "valid")} == {s.name for s in songs}
+    assert len(list((out / ".apollo-index").glob("folder-valid-*.json"))) == 1  # built by make-data
     item = MixtureDataset(MixConfig(roots=str(out), clip_seconds=1.0), "valid", epoch_size=2)[0]
     assert item["clean"].shape == (2, 44100)
     stamp = (songs[0] / "meta.json").stat().st_mtime_ns

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from apollo_restore.audio import write_audio
+from apollo_restore.data.activity import ActivityConfig, build_index
 from apollo_restore.data.generator.samples import SAMPLE_RATE, available_kits, load_kit
 from apollo_restore.data.generator.scores import GENRES, SCORE_LICENSE, catalogue, load_score
 from apollo_restore.data.generator.song import INSTRUMENTS, SongPlan, plan_song, render_song
@@ -146,7 +147,8 @@ def _finished(folder: Path) -> float | None:
 
 
 def generate(config: GeneratorConfig, progress: bool = True) -> dict:
-    """Render until each split holds its share of ``hours``; returns counts and timings."""
+    """Render until each split holds its share of ``hours``, then build the activity index of each split;
+    returns counts and timings (of the rendering)."""
     from tqdm import tqdm
 
     from apollo_restore.data.generator.fluid import load_library
@@ -199,4 +201,6 @@ def generate(config: GeneratorConfig, progress: bool = True) -> dict:
                     bar.update(round(seconds))
     bar.close()
     summary["wall_seconds"] = time.time() - started
+    for split in config.splits:  # the activity index for the default 3 s clips, so training starts at once
+        build_index("folder", out_dir, split, ActivityConfig(), progress=progress)
     return summary
