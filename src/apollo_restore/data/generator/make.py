@@ -165,7 +165,7 @@ def generate(config: GeneratorConfig, progress: bool = True) -> dict:
     targets = config.targets()
     bar = tqdm(total=round(sum(targets.values())), unit="s", desc="make-data", disable=not progress)
     with ProcessPoolExecutor(max_workers=max(1, config.jobs)) as pool:
-        for split, target in targets.items():
+        for split, target in sorted(targets.items(), key=lambda item: item[1]):  # small splits first
             schedule = song_schedule(split, config.seed, 100000)
             done, k, pending, failures = 0.0, 0, set[Future](), 0
             while True:
