@@ -29,17 +29,37 @@ from apollo_restore.model.reference import infer_config, is_reference_state_dict
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
+REGISTRY_FILE = "registry.json"
 FORMAT = "apollo-restore/1"
 #: prefixes under which training frameworks store the generator
 _GENERATOR_PREFIXES = ("audio_model.", "generator.", "model.", "module.")
 
 
+def _models_root() -> Path:
+    return Path(str(resources.files("apollo_restore") / "assets" / "models"))
+
+
 def bundled_models() -> dict[str, Path]:
-    """Models shipped inside the package, by name (``default``, ``causal``, ...)."""
-    root = Path(str(resources.files("apollo_restore") / "assets" / "models"))
-    if not root.is_dir():
+    """Models shipped inside the package, by name (``default``, ``causal``, ...), from ``registry.json``."""
+    registry = _models_root() / REGISTRY_FILE
+    if not registry.is_file():
         return {}
-    return {p.name: p for p in sorted(root.iterdir()) if (p / WEIGHTS_FILE).is_file()}
+    return {name: _models_root() / name for name in json.loads(registry.read_text())}
+
+
+def register_bundled_model(name: str, summary: str) -> None:
+    """Record the checksum of ``assets/models/<name>/model.safetensors`` in the registry (for maintainers)."""
+    registry_path = _models_root() / REGISTRY_FILE
+    registry = json.loads(registry_path.read_text()) if registry_path.is_file() else {}
+    registry[name] = {"sha256": file_sha256(_models_root() / name / WEIGHTS_FILE), "summary": summary}
+    registry_path.write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
+
+
+def _verify_bundled(name: str) -> None:
+    expected = json.loads((_models_root() / REGISTRY_FILE).read_text())[name]["sha256"]
+    weights = _models_root() / name / WEIGHTS_FILE
+    if not weights.is_file() or file_sha256(weights) != expected:
+        raise ApolloError(f"bundled model {name!r} is missing or corrupt ({weights}); reinstall apollo-restore")
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -139,6 +159,7 @@ def load_state(path: str | os.PathLike | None = None, sample_rate: int | None = 
     bundled = bundled_models()
     name = "default" if path is None else str(path)
     if name in bundled and not Path(name).exists():
+        _verify_bundled(name)
         path = bundled[name]
     elif path is None:
         raise ApolloError("no bundled default model is installed; pass --checkpoint PATH")
