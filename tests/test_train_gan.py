@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from apollo_restore.errors import ApolloError
 from apollo_restore.model import ApolloConfig
 from apollo_restore.train.config import DiscriminatorConfig, ExperimentConfig, LossConfig, OptimConfig
 from apollo_restore.train.discriminator import MultiResolutionDiscriminator
@@ -116,3 +117,15 @@ def test_tiny_model_overfits_a_few_clips():
     for _ in range(30):
         last = trainer.step(degraded, clean, adversarial=False)["g_rec"]
     assert last < 0.7 * first, (first, last)
+
+
+def test_mixed_precision_options():
+    config = tiny_experiment()
+    config.train.precision = "bf16"  # autocast runs on CPU too; CUDA is where it pays
+    trainer = GANTrainer(config, init_distributed("cpu"))
+    degraded, clean = clips(seconds=0.25)
+    metrics = trainer.step(degraded, clean, adversarial=True)
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    config.train.precision = "fp16"
+    with pytest.raises(ApolloError, match="fp16 needs a CUDA device"):
+        GANTrainer(config, init_distributed("cpu"))
