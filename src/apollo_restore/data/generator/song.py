@@ -169,6 +169,20 @@ def _drum_hits(n_bars: int, bar: float, spb: float, rng: np.random.Generator, ca
     return hits
 
 
+def _strum_times(chords: list[tuple[int, str]], bar: float, spb: float, transpose: int,
+                 rng: np.random.Generator, cap: float) -> list[tuple[float, int, str, str]]:
+    """Down-strokes on the beats, up-strokes on the off-beats between, following the bar chords."""
+    per_bar = [0.0, 1.0, 1.5, 2.5, 3.0] if bar >= 4 else list(np.arange(0, bar))
+    strums = []
+    for b, (root, quality) in enumerate(chords):
+        for t in per_bar:
+            time = (b * bar + t) * spb + rng.normal(0, 0.008)
+            if time < cap:
+                direction = "DOWN" if float(t).is_integer() else "UP"
+                strums.append((max(time, 0.0), (root + transpose) % 12, quality, direction))
+    return strums
+
+
 def plan_song(score: ScoreNotes, song_id: str, split: str, seed: int, max_seconds: float,
               kits: list[str]) -> SongPlan:
     """Arrange ``score`` for a song, all choices drawn from ``default_rng(seed)``."""
@@ -213,14 +227,7 @@ def plan_song(score: ScoreNotes, song_id: str, split: str, seed: int, max_second
                               float(rng.uniform(-4, 0)), 0.0, float(rng.uniform(0.02, 0.15)),
                               hits=_drum_hits(n_bars, score.bar_quarters, spb, rng, cap)))
     if rng.random() < p_strums and split in STRUM_SPLITS:
-        strums = []
-        per_bar = [0.0, 1.0, 1.5, 2.5, 3.0] if score.bar_quarters >= 4 else list(np.arange(0, score.bar_quarters))
-        for b, (root, quality) in enumerate(chords):
-            for t in per_bar:
-                time = (b * score.bar_quarters + t) * spb + rng.normal(0, 0.008)
-                if time < cap:
-                    direction = "DOWN" if float(t).is_integer() else "UP"
-                    strums.append((max(time, 0.0), (root + transpose) % 12, quality, direction))
+        strums = _strum_times(chords, score.bar_quarters, spb, transpose, rng, cap)
         stems.append(StemPlan(f"{len(stems):02d}_guitar_acoustic_strums", "guitar", "belofilms guitar strums",
                               float(rng.uniform(-8, -2)), float(rng.choice([-0.5, 0.5])),
                               float(rng.uniform(0.05, 0.25)), strums=strums))
