@@ -22,6 +22,7 @@ from apollo_restore.errors import ApolloError
 from apollo_restore.train.config import load_config
 from apollo_restore.train.loop import train as run_training
 from apollo_restore.train.records import read_metrics
+from test_train_gan import single_thread  # noqa: F401  (autouse: tiny networks run best on one thread)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
@@ -33,15 +34,6 @@ TINY = {
     "train": {"batch_size": 1, "epoch_size": 4, "max_epochs": 3, "warmup_steps": 2, "num_workers": 0,
               "save_every_steps": 100, "log_every_steps": 1, "device": "cpu", "progress": False},
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny networks gain nothing from a second thread on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
