@@ -45,7 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="instead of a checkpoint, a causal model of this size with random weights (timing only)")
     parser.add_argument("--subtype", default=None, help="sample format of a .wav/.flac output, e.g. PCM_24")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: one frame per call is too little work to share, and "
+                             "spinning threads make the worst case far worse on a busy machine)")
 
 
 def _model(args: argparse.Namespace, device: object):
@@ -97,20 +99,27 @@ def _file_chunks(path: Path, rate: int, chunk_ms: float) -> tuple[Iterator[np.nd
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from apollo_restore.audio import AtomicAudioWriter
-    from apollo_restore.inference import pick_device
-    from apollo_restore.streaming import StreamingRestorer, run_stream
-
     if args.chunk_ms <= 0:
         raise ApolloError("--chunk-ms must be positive")
     if not args.raw and (args.channels is not None or args.rate is not None):
         raise ApolloError("--channels and --rate describe raw input: add --raw")
     if args.raw and (args.channels is None or args.channels < 1 or args.rate is None):
         raise ApolloError("--raw needs --channels N (>= 1) and --rate HZ")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ApolloError("--threads must be >= 1")
-        torch.set_num_threads(args.threads)
+    if args.threads < 1:
+        raise ApolloError("--threads must be >= 1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _stream(args)
+    finally:
+        torch.set_num_threads(threads)  # in-process callers (tests, notebooks) keep their setting
+
+
+def _stream(args: argparse.Namespace) -> int:
+    from apollo_restore.audio import AtomicAudioWriter
+    from apollo_restore.inference import pick_device
+    from apollo_restore.streaming import StreamingRestorer, run_stream
+
     output = args.output if args.output is not None else (STDIO if args.raw else None)
     if output is None:
         raise ApolloError("give -o OUTPUT.wav/.flac, or -o - for raw f32le on stdout")
