@@ -147,6 +147,8 @@ def test_refusals(causal):
         engine.process(np.zeros((1, 100), np.float32))
     with pytest.raises(ApolloError, match="NaN"):
         engine.process(np.full((2, 10), np.nan, np.float32))
+    with pytest.raises(ApolloError, match="integers"):
+        engine.process(np.zeros((2, 10), np.int16))
 
 
 def test_run_stream_times_every_call(causal):

@@ -112,8 +112,8 @@ class StreamingRestorer:
             self._start(x.shape[0])
         elif x.shape[0] != self.channels:
             raise ApolloError(f"stream has {self.channels} channels but a chunk has {x.shape[0]}")
-        if not torch.isfinite(x).all():
-            raise ApolloError("stream chunk contains NaN or infinite samples")
+        if not (x.is_floating_point() and torch.isfinite(x).all()):
+            raise ApolloError("stream chunks must hold finite float samples (no integers, NaN or infinity)")
         return x.to(self.device, torch.float32)
 
     @torch.inference_mode()
