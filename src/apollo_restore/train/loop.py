@@ -90,15 +90,22 @@ def _ignore_sigint(worker_id: int) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """This process's RNG states as tensors and plain numbers (so ``torch.load(weights_only=True)`` reads them)."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
+    keys, pos, has_gauss, gauss = state["numpy"]
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -168,7 +175,7 @@ class Trainer:
             if (self.run_dir / CONFIG_FILE).exists():
                 self._check_resumable()
             try:
-                state = torch.load(state_path, map_location=self.ctx.device, weights_only=False)
+                state = torch.load(state_path, map_location="cpu", weights_only=True)
             except Exception as error:
                 raise ApolloError(f"{state_path}: cannot read training state ({error})") from None
             self.gan.load_state_dict(state["trainer"])
