@@ -19,6 +19,7 @@ from apollo_restore.cli import main
 from apollo_restore.errors import ApolloError
 from apollo_restore.streaming import StreamingRestorer, run_stream
 from conftest import tiny_model
+from test_train_gan import single_thread  # noqa: F401  (autouse: tiny networks run best on one thread)
 
 HOP = 441
 
@@ -56,10 +57,13 @@ def causal():
         (3, 9 * HOP + 1, [0, 7, 1000, 2 * HOP + 5]),  # empty chunks too
         (2, 15 * HOP - 1, [10**6]),  # the whole signal in one chunk
         (1, 300, [17]),  # shorter than a window
+        (2, 11 * HOP + 3, "residual"),  # the configs/cpu-causal.yaml head: the input spectrum is added back
     ],
 )
 def test_stream_equals_offline_causal_pass(causal, channels, length, sizes):
     audio = signal(channels, length)
+    if sizes == "residual":
+        causal, sizes = tiny_model(5, causal=True, residual=True), [100, 1, 3000]
     if sizes == "random":
         sizes = [int(n) for n in np.random.default_rng(1).integers(1, 4410, 200)]
     restored = np.concatenate(stream(StreamingRestorer(causal, "cpu"), audio, sizes), axis=1)
