@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -57,6 +59,13 @@ def test_activity_index_drops_silence_and_is_cached(dataset, monkeypatch) -> Non
     monkeypatch.setattr(activity, "read_stem", fail)
     again = build_index(layout, root, split, config)
     assert [s.starts.tolist() for _, st in again for s in st] == [s.starts.tolist() for _, st in index for s in st]
+    monkeypatch.undo()
+    build_index(layout, root, split, ActivityConfig(window_seconds=2.0))  # other settings: a second index
+    assert len(list((root / ".apollo-index").glob(f"{layout}-{split}-*.json"))) == 2
+    stem_file = index[0][1][0].stem.paths[0]
+    os.utime(stem_file, ns=(stem_file.stat().st_atime_ns, stem_file.stat().st_mtime_ns + 10**9))
+    build_index(layout, root, split, config)  # a changed file: a new index replaces the stale one
+    assert len(list((root / ".apollo-index").glob(f"{layout}-{split}-*.json"))) == 2
 
 
 def test_active_starts_threshold() -> None:

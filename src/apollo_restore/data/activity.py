@@ -3,7 +3,8 @@
 A stem's 10 ms frames are *active* when their RMS is within ``threshold_db`` of the stem's loudest frame
 and above an absolute floor; a window of ``window_seconds`` (the clip length) starting on a ``hop_seconds``
 grid is kept when more than ``min_active`` of its frames are active. The index is computed once per
-dataset and split and cached as JSON (keyed by the files' sizes and mtimes and these settings).
+dataset and split and cached as JSON (keyed by the files' sizes and mtimes and these settings; an index
+of files that have changed since is deleted when the new one is written).
 """
 
 from __future__ import annotations
@@ -102,8 +103,9 @@ def active_starts(audio: np.ndarray, sample_rate: int, config: ActivityConfig) -
     return (first[share > config.min_active] * frame).astype(np.int64)
 
 
-def _fingerprint(songs: list[Song], config: ActivityConfig, key: str) -> str:
-    digest = hashlib.sha1(f"{INDEX_VERSION}|{key}|{sorted(asdict(config).items())}".encode())
+def _fingerprint(songs: list[Song]) -> str:
+    """Hash of every stem file's path, size and mtime and its family."""
+    digest = hashlib.sha1()
     for song in songs:
         for stem in song.stems:
             for path in stem.paths:
@@ -135,7 +137,9 @@ def build_index(layout: str, root: str | Path, split: str, config: ActivityConfi
     songs = discover(layout, root, split)
     if not songs:
         return []
-    cache = _cache_folder(root, cache_dir) / f"{layout}-{split}-{_fingerprint(songs, config, str(root))}.json"
+    setting = hashlib.sha1(f"{INDEX_VERSION}|{root}|{sorted(asdict(config).items())}".encode()).hexdigest()[:8]
+    prefix = f"{layout}-{split}-{setting}-"
+    cache = _cache_folder(root, cache_dir) / f"{prefix}{_fingerprint(songs)}.json"
     if cache.is_file():
         stored = json.loads(cache.read_text())
     else:
@@ -148,6 +152,9 @@ def build_index(layout: str, root: str | Path, split: str, config: ActivityConfi
                 stored[str(stem.paths[0])] = [rate, audio.shape[1], active_starts(audio, rate, config).tolist()]
         with contextlib.suppress(OSError):  # a read-only cache folder only costs recomputation next time
             _write_json(cache, stored)
+            for stale in cache.parent.glob(f"{prefix}*.json"):  # indexes of files that have since changed
+                if stale != cache:
+                    stale.unlink()
     return [(song, [_indexed(stem, stored[str(stem.paths[0])]) for stem in song.stems]) for song in songs]
 
 
