@@ -51,7 +51,8 @@ class StreamingRestorer:
     the stream is then reset and can take a new one. The channel count is fixed by the first chunk.
     """
 
-    def __init__(self, model: Apollo, device: str | torch.device | None = None, gain: float = 1.0):
+    def __init__(self, model: Apollo, device: str | torch.device | None = None, gain: float = 1.0,
+                 compile: bool = False):
         if not model.config.causal:
             raise ApolloError("streaming needs a causal model (config causal: true); this one looks ahead in time")
         if not (np.isfinite(gain) and gain > 0):
@@ -64,6 +65,8 @@ class StreamingRestorer:
         self.hop = self.config.hop
         self.pad = self.n_fft // 2
         self.window = model.window.to(self.device)
+        # torch.compile specialises on shapes: compile the steady one-frame call only, run the rest eagerly
+        self._one_frame = torch.compile(model.spectral_forward, dynamic=False) if compile else model.spectral_forward
         self.reset()
 
     @property
@@ -159,7 +162,8 @@ class StreamingRestorer:
         """Restore ``count`` frames from the input buffer and overlap-add them into the output buffers."""
         frames = self._inbuf[:, : (count - 1) * self.hop + self.n_fft].unfold(1, self.n_fft, self.hop)
         spec = torch.fft.rfft(frames * self.window, dim=-1)  # [channels, count, bins]
-        restored, self._conv = self.model.spectral_forward(spec, self._conv)
+        step = self._one_frame if count == 1 and self._conv is not None else self.model.spectral_forward
+        restored, self._conv = step(spec, self._conv)
         signal = torch.fft.irfft(restored, n=self.n_fft, dim=-1) * self.window  # [channels, count, n_fft]
         span = (count - 1) * self.hop + self.n_fft
         added = F.fold(signal.transpose(1, 2), (1, span), (1, self.n_fft), stride=(1, self.hop))[:, 0, 0]

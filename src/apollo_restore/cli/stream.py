@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -44,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, metavar="DIMxLAYERS",
                         help="instead of a checkpoint, a causal model of this size with random weights (timing only)")
     parser.add_argument("--subtype", default=None, help="sample format of a .wav/.flac output, e.g. PCM_24")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the one-frame step (needs a C++ compiler; slow start, faster frames)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: one frame per call is too little work to share, and "
@@ -125,8 +128,11 @@ def _stream(args: argparse.Namespace) -> int:
         raise ApolloError("give -o OUTPUT.wav/.flac, or -o - for raw f32le on stdout")
     if output != STDIO and args.input != STDIO and Path(output).resolve() == Path(args.input).resolve():
         raise ApolloError(f"{args.input}: output would overwrite the input")
+    if args.compile:  # the complex STFT ops stay eager; inductor says so once per graph
+        warnings.filterwarnings("ignore", message="Torchinductor does not support code generation for complex")
     device = pick_device(args.device)
-    engine = StreamingRestorer(_model(args, device), device, gain=10 ** (args.gain_db / 20))
+    engine = StreamingRestorer(_model(args, device), device, gain=10 ** (args.gain_db / 20),
+                               compile=args.compile)
     rate = engine.sample_rate
     with contextlib.ExitStack() as stack:
         if args.raw:
@@ -160,8 +166,10 @@ def _open(path: Path) -> BinaryIO:
 
 
 def _warm_up(engine: StreamingRestorer, channels: int) -> None:
-    """A few frames of silence so that one-time set-up costs do not count as stream compute; then reset."""
-    engine.process(np.zeros((channels, 4 * engine.n_fft), np.float32))
+    """Frames of silence, one per call like a 10 ms stream, so that one-time set-up costs (and compilation)
+    do not count as stream compute; then reset."""
+    for _ in range(4):
+        engine.process(np.zeros((channels, engine.hop), np.float32))
     engine.reset()
 
 
