@@ -110,6 +110,19 @@ def test_resumed_run_reaches_the_same_weights(tmp_path, dataset):
         run_training(other)
 
 
+def test_early_stopping_after_patience_validations_without_gain(tmp_path, dataset):
+    # a frozen generator (lr 0) gives the same validation SI-SNR every epoch: never better than the first
+    run_dir = tmp_path / "frozen"
+    config = load_config(write_config(tmp_path / "frozen.yaml", dataset, run_dir, patience=2, max_epochs=10,
+                                      epoch_size=2),
+                         ["optim.generator_lr=0.0"])
+    assert run_training(config).startswith("early stopping")
+    progress = training_state(run_dir)["progress"]
+    assert (progress["epoch"], progress["bad_epochs"], progress["best_step"]) == (3, 2, 2)
+    values = {r["val_si_snr"] for r in read_metrics(run_dir / "metrics.jsonl") if "val_si_snr" in r}
+    assert len(values) == 1
+
+
 def _wait_for_step(run_dir: Path, process: subprocess.Popen, step: int, timeout: float = 240) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -163,7 +176,9 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
 
     ctx = init_distributed("cpu")
     torch.manual_seed(0)
-    trainer = GANTrainer(from_mapping(ExperimentConfig, {k: v for k, v in TINY.items() if k != "data"}), ctx)
+    config = {k: v for k, v in TINY.items() if k != "data"}
+    config["model"] = {**TINY["model"], "causal": True, "residual": True}  # (torchrun test: the plain variant)
+    trainer = GANTrainer(from_mapping(ExperimentConfig, config), ctx)
     g = torch.Generator().manual_seed(100 + rank)  # every rank sees different data
     result = {"inputs": []}
     for adversarial in (False, True, True):
