@@ -125,7 +125,10 @@ class StreamingRestorer:
         x = self._check(chunk)
         self._inbuf = torch.cat([self._inbuf, x * self.gain], dim=1)
         self._received += x.shape[1]
-        return self._advance(self._received)
+        if self._inbuf.shape[1] >= self.n_fft:  # every frame whose last input sample has arrived
+            self._run_frames((self._inbuf.shape[1] - self.n_fft) // self.hop + 1)
+        # samples before the next frame's first sample get no more overlap-add terms
+        return self._emit(self._next_frame * self.hop - self.pad)
 
     @torch.inference_mode()
     def flush(self) -> np.ndarray:
@@ -138,19 +141,15 @@ class StreamingRestorer:
         needed = (frames - 1) * self.hop - self.pad + self.n_fft  # input positions the last frame reads
         have = self._next_frame * self.hop - self.pad + self._inbuf.shape[1]
         self._inbuf = F.pad(self._inbuf, (0, max(0, needed - have)))
-        tail = self._advance(self._received, frames)
+        if frames > self._next_frame:
+            self._run_frames(frames - self._next_frame)
+        tail = self._emit(self._received)
         self.reset()
         return tail
 
-    def _advance(self, final_limit: int, frames_total: int | None = None) -> np.ndarray:
-        """Compute every frame whose input is complete (or up to ``frames_total``); return final output."""
-        available = (self._inbuf.shape[1] - self.n_fft) // self.hop + 1 if self._inbuf.shape[1] >= self.n_fft else 0
-        count = available if frames_total is None else frames_total - self._next_frame
-        if count > 0:
-            self._run_frames(count)
-        # output samples before the next frame's first sample get no more overlap-add terms
-        final = self._next_frame * self.hop - self.pad if frames_total is None else final_limit
-        ready = min(final, final_limit) - self._emitted
+    def _emit(self, final: int) -> np.ndarray:
+        """Return output samples ``[_emitted, final)`` ``[channels, m]`` and drop them from the buffers."""
+        ready = final - self._emitted
         if ready <= 0:
             return np.zeros((self.channels, 0), np.float32)
         out = self._ola[:, :ready] / self._envelope[:ready] / self.gain
