@@ -14,6 +14,7 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file, save_file
 
+from apollo_restore.audio import resample
 from apollo_restore.checkpoint import save_model
 from apollo_restore.cli import main
 from apollo_restore.errors import ApolloError
@@ -185,6 +186,20 @@ def test_cli_streams_a_file(causal, causal_checkpoint, tmp_path, capsys):
     np.testing.assert_allclose(restored.T, offline(causal, audio), atol=1e-4, rtol=0)
     err = capsys.readouterr().err
     assert "compute per frame: median" in err and "real-time factor" in err and "latency" in err
+
+
+def test_cli_resamples_a_file_at_another_rate(causal, causal_checkpoint, tmp_path, capsys):
+    audio = signal(1, 9000, seed=11)
+    sf.write(tmp_path / "in48k.wav", audio.T, 48000, subtype="FLOAT")
+    dst = tmp_path / "out.wav"
+    args = ["stream", str(tmp_path / "in48k.wav"), "-o", str(dst), "--checkpoint", str(causal_checkpoint),
+            "--device", "cpu"]
+    assert main(args) == 0
+    restored, rate = sf.read(dst, dtype="float32", always_2d=True)
+    at_model_rate = resample(audio, 48000, 44100)
+    assert rate == 44100 and restored.shape[0] == at_model_rate.shape[1]
+    np.testing.assert_allclose(restored.T, offline(causal, at_model_rate), atol=1e-4, rtol=0)
+    capsys.readouterr()
 
 
 def test_cli_refuses_bad_input_without_writing(causal_checkpoint, tmp_path, capsys):
