@@ -24,8 +24,10 @@ CLAMP_DB = 100.0
 VISQOL_RATE = 48000
 #: power floor of LSD (1e-10 of a full-scale sine: -100 dBFS), so silence on both sides costs nothing
 LSD_FLOOR = 1e-10
-#: long-term degraded/reference power ratio (dB) below which a frequency counts as removed by the codec
+#: codec cut-off estimation (see codec_cutoff_hz): a degraded bin this far (dB) below the reference counts
+#: as removed, and levels must be this far above the degraded signal's floor to count at all
 CUTOFF_DROP_DB = -20.0
+CUTOFF_ABOVE_FLOOR_DB = 10.0
 #: bins of the median smoothing applied before locating the cut-off (~250 Hz at 44.1 kHz)
 CUTOFF_SMOOTH_BINS = 12
 #: metric names in report order; "lsd_hf" is LSD above the codec cut-off
@@ -119,28 +121,34 @@ def lsd(reference: np.ndarray, estimate: np.ndarray, sample_rate: int, min_hz: f
     return _lsd(_log_power(ref), _log_power(est), sample_rate, min_hz)
 
 
-def codec_cutoff_hz(reference: np.ndarray, degraded: np.ndarray, sample_rate: int) -> float:
-    """Frequency above which the codec removed the signal, estimated from the long-term spectra.
+def _smooth_db(power: np.ndarray) -> np.ndarray:
+    """Median over ``CUTOFF_SMOOTH_BINS`` neighbouring bins of ``10 log10 power`` (floored at 1e-20)."""
+    level = 10 * np.log10(power + 1e-20)
+    padded = np.pad(level, CUTOFF_SMOOTH_BINS // 2, mode="edge")
+    return np.median(np.lib.stride_tricks.sliding_window_view(padded, CUTOFF_SMOOTH_BINS + 1), axis=-1)
 
-    The per-bin ratio of degraded to reference power (time- and channel-averaged, median-smoothed over
-    ``CUTOFF_SMOOTH_BINS``) is taken over bins where the reference has energy (above -100 dB of its peak);
-    the cut-off is the upper edge of the highest such bin still within ``CUTOFF_DROP_DB``. Returns
-    ``sample_rate / 2`` when nothing was removed.
+
+def codec_cutoff_hz(reference: np.ndarray, degraded: np.ndarray, sample_rate: int) -> float:
+    """Frequency above which the codec removed the signal, estimated from long-term spectra.
+
+    Long-term (time- and channel-averaged) power spectra in dB are median-smoothed over
+    ``CUTOFF_SMOOTH_BINS``. The degraded signal's floor is its 5th-percentile bin level. A bin *passes* when
+    the degraded level is above that floor by ``CUTOFF_ABOVE_FLOOR_DB`` and within ``CUTOFF_DROP_DB`` of the
+    reference; it was *removed* when the reference is above the floor by ``CUTOFF_ABOVE_FLOOR_DB`` but the
+    degraded level is not within ``CUTOFF_DROP_DB``. The cut-off is the upper edge of the highest passing bin,
+    or ``sample_rate / 2`` when no bin was removed. Robust to references that hold only hiss up high.
     """
     ref, deg = _pair(reference, degraded)
-    p_ref = power_spectrogram(ref).mean(axis=(0, 1))
-    p_deg = power_spectrogram(deg).mean(axis=(0, 1))
-    floor = max(float(p_ref.max()), LSD_FLOOR) * 1e-10
-    ratio_db = 10 * np.log10((p_deg + floor) / (p_ref + floor))
-    windows = np.lib.stride_tricks.sliding_window_view(
-        np.pad(ratio_db, CUTOFF_SMOOTH_BINS // 2, mode="edge"), CUTOFF_SMOOTH_BINS + 1)
-    smooth = np.median(windows, axis=-1)
-    kept = np.flatnonzero((smooth > CUTOFF_DROP_DB) & (p_ref > floor))
-    freqs = bin_frequencies(sample_rate)
-    if kept.size == 0:
+    level_ref = _smooth_db(power_spectrogram(ref).mean(axis=(0, 1)))
+    level_deg = _smooth_db(power_spectrogram(deg).mean(axis=(0, 1)))
+    floor = float(np.percentile(level_deg, 5)) + CUTOFF_ABOVE_FLOOR_DB
+    close = level_deg > level_ref + CUTOFF_DROP_DB
+    if not np.any(~close & (level_ref > floor)):
+        return float(sample_rate / 2)
+    passed = np.flatnonzero(close & (level_deg > floor))
+    if passed.size == 0:
         return 0.0
-    top = int(kept[-1])
-    return float(sample_rate / 2) if top == freqs.size - 1 else float(freqs[top + 1])
+    return float(bin_frequencies(sample_rate)[min(int(passed[-1]) + 1, level_deg.size - 1)])
 
 
 def score(reference: np.ndarray, estimate: np.ndarray, sample_rate: int, cutoff_hz: float,
