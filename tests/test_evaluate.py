@@ -81,14 +81,14 @@ def _write_testset(root, bitrates=(32, 128)):
     return root
 
 
-def _tiny_checkpoint(path, seed=0):
+def _tiny_checkpoint(path, seed=0, residual=False):
     import torch
 
     from apollo_restore.checkpoint import save_model
     from apollo_restore.model import Apollo, ApolloConfig
 
     torch.manual_seed(seed)
-    return save_model(Apollo(ApolloConfig(feature_dim=16, num_layers=1)), path)
+    return save_model(Apollo(ApolloConfig(feature_dim=16, num_layers=1, residual=residual)), path)
 
 
 def _apollo(*argv) -> int:
@@ -165,16 +165,28 @@ def test_evaluate_refuses_to_mix_outputs_of_two_checkpoints(tiny_run, tmp_path, 
 
 
 def test_compare_merges_systems_and_keeps_one_baseline(tiny_run, tmp_path):
+    """The second run's model is residual and untrained, i.e. the identity: through restoration, files and
+    scoring it must score exactly like the unprocessed input."""
     import json
 
+    from apollo_restore.evaluate.metrics import METRICS
+
     testset, _, out = tiny_run
-    other = _tiny_checkpoint(tmp_path / "other", seed=2)
+    identity = _tiny_checkpoint(tmp_path / "identity", residual=True)
     out2 = tmp_path / "run2"
-    assert _apollo("evaluate", "--data", testset, "--checkpoint", other, "-o", out2, "-q", "--no-visqol",
+    assert _apollo("evaluate", "--data", testset, "--checkpoint", identity, "-o", out2, "-q", "--no-visqol",
                    "--jobs", 1, "--rtf-iterations", 0, "--compare", out / "results.json") == 0
     rows = json.loads((out2 / "results.json").read_text())["rows"]
-    assert sorted({r["system"] for r in rows}) == ["input", "other", "tiny"]
+    assert sorted({r["system"] for r in rows}) == ["identity", "input", "tiny"]
     assert "| `tiny` |" in (out2 / "table.md").read_text()
+    by = {(r["id"], r["system"]): r for r in rows}
+    for example_id in {r["id"] for r in rows}:
+        for name in set(METRICS) - {"visqol"}:
+            expected = by[(example_id, "input")][name]
+            if expected is None:
+                assert by[(example_id, "identity")][name] is None
+            else:
+                assert by[(example_id, "identity")][name] == pytest.approx(expected, abs=0.05), name
 
 
 def test_pairs_folder_scores_external_systems(tmp_path):

@@ -29,7 +29,7 @@ INPUT_SYSTEM = "input"
 CACHE_FILE = "cache.jsonl"
 RESTORED_DIR = "restored"
 #: bump when a metric's definition changes, so cached scores are recomputed
-METRIC_VERSION = 1
+METRIC_VERSION = 2
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
