@@ -28,6 +28,8 @@ MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 #: level the signal is scaled to before a codec sees it (codecs take 16-bit PCM; this avoids clipping and
 #: keeps quiet stems above the 16-bit floor); the decoded signal is scaled back
 CODEC_PEAK = 0.9
+#: LAME's algorithm quality (0 best .. 9 fastest): 3 is LAME's own default, which FFmpeg and sox also use
+LAME_QUALITY = 3
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ def mp3_encode(audio: np.ndarray, sample_rate: int, bitrate: int | None = 128,
     encoder.set_channels(audio.shape[0])
     encoder.set_in_sample_rate(sample_rate)
     encoder.set_out_sample_rate(sample_rate)
-    encoder.set_quality(2)
+    encoder.set_quality(LAME_QUALITY)
     if vbr_quality is None:
         encoder.set_bit_rate(int(bitrate))
     else:
