@@ -63,8 +63,10 @@ def test_tiny_render_is_a_usable_resumable_dataset(tmp_path, capsys) -> None:
     out = tmp_path / "gen"
     args = ["make-data", str(out), "--hours", "0.004", "--splits", "valid", "--max-seconds", "6", "-j", "1",
             "--quiet"]
-    assert main(args) == 0
-    assert " 0 scores skipped" in capsys.readouterr().out
+    assert main([*args, "--report", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert " 0 scores skipped" in printed
+    assert "valid: median energy above 16 kHz (dB re total) over 2 mixes: clean -" in printed
     songs = sorted((out / "valid").iterdir())
     seconds = [json.loads((song / "meta.json").read_text())["seconds"] for song in songs]
     assert len(songs) >= 2 and sum(seconds) >= 0.004 * 3600 > sum(seconds[:-2])  # --hours, a little over
