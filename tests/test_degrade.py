@@ -114,6 +114,13 @@ def test_level_and_channels_preserved() -> None:
     assert lag_of(loud[0], mono) == 0
 
 
+@pytest.mark.parametrize("codec", ["mp3", "aac", "opus"])
+def test_tiny_inputs_keep_their_length(codec: str) -> None:
+    for length in (1, 100, 1152):
+        out = degrade(np.full((2, length), 0.1, np.float32), SR, codec, 64)
+        assert out.shape == (2, length) and np.isfinite(out).all()
+
+
 def test_draw_covers_options_and_rejects_bad_specs() -> None:
     config = DegradeConfig(bitrates=(32, 64), vbr_qualities=(4,))
     rng = np.random.default_rng(0)

@@ -164,9 +164,8 @@ def _ffmpeg_roundtrip(audio: np.ndarray, sr: int, spec: Degradation) -> tuple[np
     size = buffer.tell()
     buffer.seek(0)
     with av.open(buffer) as container:
-        decoded = np.concatenate([f.to_ndarray().reshape(audio.shape[0], -1)
-                                  for f in container.decode(audio=0)], axis=1)
-    decoded = _fit(decoded, 0, signal.shape[1])
+        frames = [f.to_ndarray().reshape(audio.shape[0], -1) for f in container.decode(audio=0)]
+    decoded = _fit(np.concatenate(frames, axis=1) if frames else signal[:, :0], 0, signal.shape[1])
     return _fit(resample(decoded, rate, sr), 0, audio.shape[1]), size
 
 
