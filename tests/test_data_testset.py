@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from apollo_restore.cli import main
 from apollo_restore.data import CATEGORIES, DegradeConfig, MixConfig, PairDataset, build_testset, load_manifest
 from apollo_restore.data.synth import write_synthetic_dataset
 from apollo_restore.errors import ApolloError
@@ -58,3 +59,16 @@ def test_manifest_errors(tmp_path) -> None:
     (tmp_path / "manifest.jsonl").write_text('{"id": "x", "clean": "c.flac"}\n')
     with pytest.raises(ApolloError, match=":1: malformed"):
         load_manifest(tmp_path)
+
+
+def test_make_testset_cli(testset, tmp_path, capsys) -> None:
+    config, _, _ = testset
+    out = tmp_path / "cli-set"
+    args = ["make-testset", str(out), "--root", config.roots[0], "--per-bitrate", "2", "--bitrates", "32", "64",
+            "--clip-seconds", "1", "--codec", "aac"]
+    assert main(args) == 0
+    assert "4 pairs" in capsys.readouterr().out
+    examples = load_manifest(out)
+    assert [(e.codec, e.bitrate) for e in examples] == [("aac", 32)] * 2 + [("aac", 64)] * 2
+    assert main(["make-testset", str(tmp_path / "bad"), "--root", str(tmp_path / "missing")]) == 1
+    assert "does not exist" in capsys.readouterr().err and not (tmp_path / "bad").exists()
