@@ -131,8 +131,9 @@ def _write_json(path: Path, payload: dict) -> None:
 
 
 def build_index(layout: str, root: str | Path, split: str, config: ActivityConfig,
-                cache_dir: str | None = None, progress: bool = False) -> list[tuple[Song, list[IndexedStem]]]:
-    """Songs of a dataset split with the active windows of each stem, loaded from or written to the cache."""
+                cache_dir: str | None = None, progress: bool | None = None) -> list[tuple[Song, list[IndexedStem]]]:
+    """Songs of a dataset split with the active windows of each stem, loaded from or written to the cache
+    (``progress=None``: a progress bar while computing, on a terminal only)."""
     root = Path(root).expanduser().resolve() if Path(root).exists() else Path(root)
     songs = discover(layout, root, split)
     if not songs:
@@ -146,7 +147,8 @@ def build_index(layout: str, root: str | Path, split: str, config: ActivityConfi
         from tqdm import tqdm
 
         stored = {}
-        for song in tqdm(songs, desc=f"activity index {root.name}/{split}", disable=not progress, unit="song"):
+        hide = None if progress is None else not progress  # None: tqdm shows a bar on terminals only
+        for song in tqdm(songs, desc=f"activity index {root.name}/{split}", disable=hide, unit="song"):
             for stem in song.stems:
                 audio, rate = read_stem(stem)
                 stored[str(stem.paths[0])] = [rate, audio.shape[1], active_starts(audio, rate, config).tolist()]
