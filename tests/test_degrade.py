@@ -156,3 +156,24 @@ def test_cli_degrade_bad_input_is_one_line(tmp_path, capsys) -> None:
     assert not out.exists() and list(tmp_path.iterdir()) == [bad]
     assert main(["degrade", str(bad), str(out), "--codec", "lowpass"]) == 1
     assert "cutoff" in capsys.readouterr().err
+
+
+def test_cli_degrade_folder_mirrors_and_skips(tmp_path, capsys) -> None:
+    source = tmp_path / "songs"
+    write_audio(source / "a.wav", music_noise(1.0, seed=3), SR)
+    write_audio(source / "album" / "b.flac", music_noise(1.0, seed=4)[:1], SR)
+    out = tmp_path / "coded"
+    assert main(["degrade", str(source), str(out), "--bitrate", "64"]) == 0
+    coded = out / "album" / "b.flac"
+    assert (out / "a.flac").is_file() and coded.is_file()
+    clean, _ = read_audio(source / "album" / "b.flac")
+    assert lag_of(clean[0], read_audio(coded)[0][0]) == 0
+    stamp = coded.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["degrade", str(source), str(out), "--bitrate", "64"]) == 0  # nothing left to do
+    assert coded.stat().st_mtime_ns == stamp and capsys.readouterr().out == ""
+    assert main(["degrade", str(tmp_path / "coded" / "album"), str(tmp_path / "x"), "--format", "wav"]) == 0
+    assert sf.info(str(tmp_path / "x" / "b.wav")).subtype == "FLOAT"
+    (tmp_path / "empty").mkdir()
+    assert main(["degrade", str(tmp_path / "empty"), str(tmp_path / "y")]) == 1
+    assert "no audio files" in capsys.readouterr().err

@@ -1,16 +1,17 @@
-"""`apollo degrade IN OUT`: encode and decode a file with a lossy codec, aligned with the input."""
+"""`apollo degrade IN OUT`: encode and decode a file (or a folder tree) with a lossy codec, aligned with IN."""
 
 from __future__ import annotations
 
 import argparse
 
 NAME = "degrade"
-HELP = "simulate a lossy codec (MP3/AAC/Opus/low-pass) on a file; the output is sample-aligned with IN"
+HELP = "simulate a lossy codec (MP3/AAC/Opus/low-pass) on a file or folder; output is sample-aligned with IN"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="audio file to degrade")
-    parser.add_argument("output", help="where to write the decoded result (.wav float32 or .flac 24-bit)")
+    parser.add_argument("input", help="audio file, or folder (searched recursively)")
+    parser.add_argument("output", help="output file (.wav float32 / .flac 24-bit), or folder for a folder input "
+                        "(mirrored tree, files already there are skipped)")
     parser.add_argument("--codec", default="mp3", choices=("mp3", "aac", "opus", "lowpass"))
     parser.add_argument("--bitrate", type=int, default=128, help="CBR kbit/s (default 128; see docs/data.md "
                         "for what 24 kbps means at 44.1 kHz)")
@@ -18,18 +19,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="MP3 only: LAME VBR quality 0 (best) .. 9 instead of a CBR bitrate")
     parser.add_argument("--cutoff-hz", type=float, default=None, help="low-pass only: cutoff frequency")
     parser.add_argument("--subtype", default=None, help="output sample format, e.g. PCM_16, PCM_24, FLOAT")
+    parser.add_argument("--format", default="flac", choices=("flac", "wav"),
+                        help="output container for a folder input (default flac)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from apollo_restore.audio import output_subtype, read_audio, write_audio
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from apollo_restore.audio import INPUT_EXTENSIONS, output_subtype, read_audio, write_audio
     from apollo_restore.degrade import Degradation, degrade_with_info
+    from apollo_restore.errors import ApolloError
 
     spec = Degradation(args.codec, args.bitrate, args.vbr_quality, args.cutoff_hz)
-    output_subtype(args.output, args.subtype)  # reject a bad output name before any work
-    audio, rate = read_audio(args.input)
-    degraded, kbps = degrade_with_info(audio, rate, spec)
-    clipped = write_audio(args.output, degraded, rate, args.subtype)
-    rate_note = f", {kbps} kbit/s stream" if kbps else ""
-    print(f"{args.output}: {spec.label}{rate_note}, {audio.shape[1] / rate:.1f} s"
-          + (f" ({clipped} samples clipped)" if clipped else ""))
+    source = Path(args.input)
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in INPUT_EXTENSIONS and p.is_file())
+        if not files:
+            raise ApolloError(f"{source}: no audio files ({', '.join(INPUT_EXTENSIONS)}) in this folder")
+        jobs = [(p, Path(args.output) / p.relative_to(source).with_suffix(f".{args.format}")) for p in files]
+        jobs = [(p, out) for p, out in jobs if not out.exists()]
+    else:
+        jobs = [(source, Path(args.output))]
+    output_subtype(jobs[0][1] if jobs else f"x.{args.format}", args.subtype)  # reject a bad output early
+    for path, out in tqdm(jobs, desc=spec.label, unit="file", disable=len(jobs) < 2):
+        audio, rate = read_audio(path)
+        degraded, kbps = degrade_with_info(audio, rate, spec)
+        clipped = write_audio(out, degraded, rate, args.subtype)
+        rate_note = f", {kbps} kbit/s stream" if kbps else ""
+        tqdm.write(f"{out}: {spec.label}{rate_note}, {audio.shape[1] / rate:.1f} s"
+                   + (f" ({clipped} samples clipped)" if clipped else ""))
     return 0
