@@ -129,3 +129,17 @@ def test_mixed_precision_options():
     config.train.precision = "fp16"
     with pytest.raises(ApolloError, match="fp16 needs a CUDA device"):
         GANTrainer(config, init_distributed("cpu"))
+
+
+def test_cli_bench_times_real_steps(tmp_path, capsys):
+    from apollo_restore.cli import main
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text("model: {feature_dim: 16, num_layers: 1, num_heads: 2}\ndata: {clip_seconds: 0.25}\n"
+                    "discriminator: {fft_sizes: [64, 256]}\nloss: {fft_sizes: [64, 256]}\ntrain: {device: cpu}\n")
+    assert main(["train", str(path), "--bench", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "16x1, batch 1 x 0.25 s stereo" in out
+    rates = [float(line.split(": ")[1].split()[0]) for line in out.splitlines() if "steps/s" in line]
+    assert len(rates) == 2 and all(rate > 0 for rate in rates)
+    assert main(["train", str(path), "--bench", "0"]) == 1

@@ -15,6 +15,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
         help="override one config value, e.g. --set train.max_steps=100 (repeatable; value is YAML)",
     )
+    parser.add_argument(
+        "--bench", type=int, metavar="STEPS",
+        help="do not train: time STEPS GAN and STEPS reconstruction-only steps of this config on random clips",
+    )
+
+
+def _bench(config, steps: int) -> int:
+    from apollo_restore.train.bench import describe, peak_rss_gib, time_training_steps
+
+    if steps < 1:
+        from apollo_restore.errors import ApolloError
+
+        raise ApolloError("--bench needs at least 1 step")
+    print(describe(config))
+    for adversarial in (True, False):
+        t = time_training_steps(config, steps, adversarial)
+        kind = "GAN step" if adversarial else "reconstruction-only step"
+        print(f"{kind}: {t.steps_per_second:.4f} steps/s ({t.seconds_per_step:.2f} s/step wall, "
+              f"{t.cpu_seconds_per_step:.2f} CPU-s/step)")
+    print(f"peak memory: {peak_rss_gib():.2f} GiB")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,5 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.run_dir:
         overrides.append(f"train.run_dir={args.run_dir}")
     config = load_config(args.config, overrides)
+    if args.bench is not None:
+        return _bench(config, args.bench)
     reason = train(config)
     return 130 if reason.startswith("interrupted") else 0
