@@ -25,10 +25,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from apollo_restore.checkpoint import _atomic_write as atomic_write
 from apollo_restore.checkpoint import save_model
 from apollo_restore.errors import ApolloError
 from apollo_restore.evaluate.metrics import si_snr
+from apollo_restore.files import atomic_write
 from apollo_restore.train.config import ExperimentConfig, dump_config
 from apollo_restore.train.distributed import (
     DistributedContext,
@@ -177,7 +177,8 @@ class Trainer:
             try:
                 state = torch.load(state_path, map_location="cpu", weights_only=True)
             except Exception as error:
-                raise ApolloError(f"{state_path}: cannot read training state ({error})") from None
+                reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                raise ApolloError(f"{state_path}: cannot read training state ({reason})") from None
             self.gan.load_state_dict(state["trainer"])
             self.progress = Progress(**state["progress"])
             rng = state["rng"]
