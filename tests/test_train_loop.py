@@ -110,6 +110,15 @@ def test_resumed_run_reaches_the_same_weights(tmp_path, dataset):
         run_training(other)
 
 
+def test_torn_or_foreign_state_is_a_one_line_error(tmp_path, dataset):
+    run_dir = tmp_path / "torn"
+    run_dir.mkdir()
+    (run_dir / "state.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ApolloError, match="cannot read training state") as info:
+        run_training(load_config(write_config(tmp_path / "torn.yaml", dataset, run_dir)))
+    assert "\n" not in str(info.value)
+
+
 def test_early_stopping_after_patience_validations_without_gain(tmp_path, dataset):
     # a frozen generator (lr 0) gives the same validation SI-SNR every epoch: never better than the first
     run_dir = tmp_path / "frozen"
