@@ -1,5 +1,6 @@
 """`apollo restore` end to end on real files with a tiny model."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,9 @@ def test_restores_every_sample_format_and_channel_count(tmp_path, tiny_checkpoin
     src = _write(tmp_path / "in.wav", _music(0.7, channels=channels), subtype=subtype)
     assert _restore(str(src), "-o", str(tmp_path / "out.wav"), "--checkpoint", str(tiny_checkpoint)) == 0
     info = sf.info(tmp_path / "out.wav")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out.wav").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     expected = (channels, 44100, "FLOAT", sf.info(src).frames)
     assert (info.channels, info.samplerate, info.subtype, info.frames) == expected
     assert np.isfinite(sf.read(tmp_path / "out.wav")[0]).all()

@@ -8,7 +8,6 @@ as :class:`ApolloError` with a one-line message.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import soundfile as sf
 import soxr
 
 from apollo_restore.errors import ApolloError
+from apollo_restore.files import publish, temp_beside
 
 #: extensions `apollo restore` picks up when given a folder
 INPUT_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
@@ -162,15 +162,13 @@ class AtomicAudioWriter:
                 directory.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise ApolloError(f"{directory}: cannot create output folder ({error.strerror})") from None
+        self._tmp = temp_beside(self.path)
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".part{self.path.suffix}",
-                                       dir=directory)
-            os.close(fd)
-        except OSError as error:
-            raise ApolloError(f"{self.path}: cannot write here ({error.strerror})") from None
-        self._tmp = Path(tmp)
-        self._file = sf.SoundFile(tmp, "w", samplerate=sample_rate, channels=channels, subtype=self.subtype,
-                                  format=self.path.suffix.lstrip(".").upper())
+            self._file = sf.SoundFile(str(self._tmp), "w", samplerate=sample_rate, channels=channels,
+                                      subtype=self.subtype, format=self.path.suffix.lstrip(".").upper())
+        except Exception as error:
+            self._tmp.unlink(missing_ok=True)
+            raise ApolloError(f"{self.path}: cannot write audio ({error})") from None
 
     def write(self, block: np.ndarray) -> None:
         """Append ``block`` ``[channels, n]``."""
@@ -189,13 +187,9 @@ class AtomicAudioWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         self._file.close()
         if exc_type is None:
-            try:
-                os.replace(self._tmp, self.path)
-                return
-            except OSError as error:
-                self._tmp.unlink(missing_ok=True)
-                raise ApolloError(f"{self.path}: cannot write ({error.strerror})") from None
-        self._tmp.unlink(missing_ok=True)
+            publish(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
 
 
 def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subtype: str | None = None) -> int:

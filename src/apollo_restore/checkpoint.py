@@ -13,7 +13,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from apollo_restore.errors import ApolloError
+from apollo_restore.files import atomic_write
 from apollo_restore.model import Apollo, ApolloConfig
 from apollo_restore.model.reference import infer_config, is_reference_state_dict, reference_to_native
 
@@ -35,42 +35,34 @@ FORMAT = "apollo-restore/1"
 _GENERATOR_PREFIXES = ("audio_model.", "generator.", "model.", "module.")
 
 
-def _models_root() -> Path:
+def models_root() -> Path:
+    """Folder of the bundled models (inside the installed package)."""
     return Path(str(resources.files("apollo_restore") / "assets" / "models"))
 
 
 def bundled_models() -> dict[str, Path]:
     """Models shipped inside the package, by name (``default``, ``causal``, ...), from ``registry.json``."""
-    registry = _models_root() / REGISTRY_FILE
+    registry = models_root() / REGISTRY_FILE
     if not registry.is_file():
         return {}
-    return {name: _models_root() / name for name in json.loads(registry.read_text())}
+    return {name: models_root() / name for name in json.loads(registry.read_text())}
 
 
 def register_bundled_model(name: str, summary: str) -> None:
     """Record the checksum of ``assets/models/<name>/model.safetensors`` in the registry (for maintainers)."""
-    registry_path = _models_root() / REGISTRY_FILE
+    registry_path = models_root() / REGISTRY_FILE
     registry = json.loads(registry_path.read_text()) if registry_path.is_file() else {}
-    registry[name] = {"sha256": file_sha256(_models_root() / name / WEIGHTS_FILE), "summary": summary}
+    registry[name] = {"sha256": file_sha256(models_root() / name / WEIGHTS_FILE), "summary": summary}
     registry_path.write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
 
 
 def _verify_bundled(name: str) -> None:
-    expected = json.loads((_models_root() / REGISTRY_FILE).read_text())[name]["sha256"]
-    weights = _models_root() / name / WEIGHTS_FILE
+    expected = json.loads((models_root() / REGISTRY_FILE).read_text())[name]["sha256"]
+    weights = models_root() / name / WEIGHTS_FILE
     if not weights.is_file() or file_sha256(weights) != expected:
         raise ApolloError(f"bundled model {name!r} is missing or corrupt ({weights}); reinstall apollo-restore")
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_model(model: Apollo, directory: str | os.PathLike, card: str | None = None) -> Path:
@@ -79,10 +71,10 @@ def save_model(model: Apollo, directory: str | os.PathLike, card: str | None = N
     directory.mkdir(parents=True, exist_ok=True)
     config_json = json.dumps({"format": FORMAT, "model": model.config.to_dict()}, indent=2)
     state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"config": config_json}))
-    _atomic_write(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(config_json + "\n"))
+    atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"config": config_json}))
+    atomic_write(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(config_json + "\n"))
     if card is not None:
-        _atomic_write(directory / CARD_FILE, lambda tmp: Path(tmp).write_text(card))
+        atomic_write(directory / CARD_FILE, lambda tmp: Path(tmp).write_text(card))
     return directory
 
 

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from apollo_restore.checkpoint import _atomic_write as atomic_write
+from apollo_restore.files import atomic_write
 
 METRICS_FILE = "metrics.jsonl"
 FIGURE_FILE = "losses.png"

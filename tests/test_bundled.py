@@ -1,0 +1,42 @@
+"""The bundled default model and demo clip: the README's first command, and registry checksums."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from apollo_restore import checkpoint
+from apollo_restore.checkpoint import bundled_models, load_model, register_bundled_model, save_model
+from apollo_restore.cli import main
+from apollo_restore.errors import ApolloError
+from conftest import tiny_model
+
+
+def test_default_model_is_bundled_with_a_card_and_loads():
+    models = bundled_models()
+    assert "default" in models
+    assert (models["default"] / "README.md").read_text().strip()
+    model = load_model()  # default
+    assert model.config.sample_rate == 44100 and not model.training
+
+
+def test_demo_command_writes_restored_audio_and_spectrogram(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["restore", "--demo", "-q", "-o", "restored.wav", "--spectrogram", "restored.png"]) == 0
+    audio, sr = sf.read(tmp_path / "restored.wav", always_2d=True)
+    assert sr == 44100 and audio.shape[1] == 2 and audio.shape[0] > 5 * sr
+    assert np.isfinite(audio).all() and np.abs(audio).max() > 0.1
+    assert (tmp_path / "restored.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_registry_checksum_catches_a_corrupt_bundled_model(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "models_root", lambda: tmp_path)
+    save_model(tiny_model(), tmp_path / "mine")
+    register_bundled_model("mine", "a tiny test model")
+    assert json.loads((tmp_path / "registry.json").read_text())["mine"]["summary"] == "a tiny test model"
+    assert load_model("mine").config.feature_dim == 16
+    weights = tmp_path / "mine" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ApolloError, match="corrupt"):
+        load_model("mine")
