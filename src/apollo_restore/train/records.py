@@ -81,6 +81,8 @@ def plot_losses(metrics_path: str | Path, figure_path: str | Path) -> Path | Non
         axes[0].plot([r["step"] for r in adv], [r["g_fm"] for r in adv], label="feature matching (eq. 5)")
     axes[0].set_title("generator losses")
     adv = [r for r in train if "d_loss" in r]
+    if adv and adv[0]["step"] > steps[0]:
+        axes[0].axvline(adv[0]["step"], color="gray", linestyle=":", label="adversarial losses on")
     if adv:
         axes[1].plot([r["step"] for r in adv], [r["g_adv"] for r in adv], label="generator LSGAN")
         axes[1].plot([r["step"] for r in adv], [r["d_loss"] for r in adv], label="discriminator LSGAN (eq. 3)")
