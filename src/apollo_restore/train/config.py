@@ -61,13 +61,14 @@ class OptimConfig:
 class ValidationConfig:
     """Validation SI-SNR for early stopping and the best checkpoint.
 
-    ``directory`` is a pre-rendered set (``apollo make-data`` layout with ``manifest.jsonl``); without one, a
-    fixed draw of ``items`` clips from the ``split`` of the training data is used.
+    ``directory`` is a pre-rendered set (``apollo make-data`` layout with ``manifest.jsonl``), of which
+    ``items`` evenly spaced clips are used; without one, a fixed draw of ``items`` clips from the ``split`` of
+    the training data.
     """
 
     directory: Path | None = None
     split: str = "valid"
-    items: int = 32  # clips used per validation (the first ones of the set)
+    items: int = 32  # clips used per validation (evenly spaced over the set)
     every_epochs: int = 1
 
 
