@@ -24,6 +24,15 @@ def tiny_model(seed: int = 0, **overrides) -> Apollo:
 
 
 @pytest.fixture
+def single_thread():
+    """Tiny networks run faster on one thread of a shared 2-core machine (use with ``pytestmark``)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
 def tiny_checkpoint(tmp_path: Path) -> Path:
     """A native checkpoint folder holding a tiny random model."""
     return save_model(tiny_model(), tmp_path / "tiny-model")

@@ -20,7 +20,8 @@ from apollo_restore.cli import main
 from apollo_restore.errors import ApolloError
 from apollo_restore.streaming import StreamingRestorer, run_stream
 from conftest import tiny_model
-from test_train_gan import single_thread  # noqa: F401  (autouse: tiny networks run best on one thread)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 HOP = 441
 

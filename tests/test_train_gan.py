@@ -21,13 +21,7 @@ from apollo_restore.train.losses import (
 SR = 44100
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny networks run faster on one thread of a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def clips(batch: int = 1, seconds: float = 0.5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

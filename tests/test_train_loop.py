@@ -22,7 +22,8 @@ from apollo_restore.errors import ApolloError
 from apollo_restore.train.config import load_config
 from apollo_restore.train.loop import train as run_training
 from apollo_restore.train.records import read_metrics
-from test_train_gan import single_thread  # noqa: F401  (autouse: tiny networks run best on one thread)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
