@@ -7,8 +7,8 @@ Per (model, device), in a fresh process so memory readings belong to that model 
 - long inputs: stereo clips (10 s and 60 s by default) through the block-wise ``Restorer`` (what
   ``apollo restore`` runs), one timed pass each;
 - peak memory of each phase (CPU: resident set size sampled every 2 ms; CUDA: the allocator's peak);
-- minor page faults per 1 s forward (CPU: memory the allocator hands back to the kernel and faults in
-  again each pass; a large count means time lost in the kernel, see docs/evaluation.md);
+- minor page faults per 1 s forward (CPU: buffers the allocator hands back to the kernel and faults in
+  again each pass; see docs/evaluation.md for what they cost here);
 - parameters, FLOPs of the 1 s forward (``torch.utils.flop_counter``: matmuls, convolutions, attention),
   achieved GFLOP/s, and that as a fraction of a large fp32 matmul timed in the same process.
 """
