@@ -17,9 +17,13 @@ import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from apollo_restore.audio import INPUT_EXTENSIONS
 from apollo_restore.errors import ApolloError
+
+if TYPE_CHECKING:  # the module imports torch; scoring workers must not
+    from apollo_restore.data.testset import TestExample
 
 REFERENCE_DIR = "reference"
 DEGRADED_DIR = "degraded"
@@ -31,7 +35,7 @@ class EvalSet:
     """Examples (``TestExample``: id, clean, degraded, codec, bitrate, category) plus external systems'
     outputs: ``outputs[system][example id] -> restored file``."""
 
-    examples: list
+    examples: list[TestExample]
     outputs: dict[str, dict[str, Path]] = field(default_factory=dict)
     source: str = ""
 
@@ -99,7 +103,7 @@ def load_testset(directory: str | os.PathLike) -> EvalSet:
     return EvalSet(load_manifest(directory), source=str(directory))
 
 
-def subset(examples: list, per_cell: int | None) -> list:
+def subset(examples: list[TestExample], per_cell: int | None) -> list[TestExample]:
     """At most ``per_cell`` examples per (bitrate, category), in id order; all when ``per_cell`` is None."""
     if per_cell is None:
         return list(examples)
