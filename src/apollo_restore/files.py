@@ -46,3 +46,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Non
         tmp.unlink(missing_ok=True)
         raise
     publish(tmp, path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, creating its folder if needed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, newline=""))

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from apollo_restore.evaluate.bench import BenchConfig, format_table, run_isolated
-    from apollo_restore.evaluate.report import write_text
+    from apollo_restore.files import atomic_write_text
 
     models = [{"size": s} for s in args.config] + [{"checkpoint": c} for c in args.checkpoint]
     if not models:
@@ -55,6 +55,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"done: {config.label} on {device}", flush=True)
     print(format_table(results))
     if args.output is not None:
-        write_text(args.output, json.dumps({"results": [r.to_dict() for r in results]}, indent=1) + "\n")
+        atomic_write_text(args.output, json.dumps({"results": [r.to_dict() for r in results]}, indent=1) + "\n")
         print(f"written: {args.output}")
     return 0

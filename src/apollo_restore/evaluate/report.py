@@ -12,7 +12,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from apollo_restore.errors import ApolloError
 from apollo_restore.evaluate.metrics import METRICS
+from apollo_restore.files import atomic_write_text
 
 #: Table II's columns, in the paper's order; other categories follow, then "Overall"
 CATEGORY_LABELS = {"vocal": "Vocal", "single_stem": "Single Stem", "multi_stem": "Multi-Stems",
@@ -28,19 +28,6 @@ METRIC_LABELS = {"sdr": "SDR (dB)", "si_snr": "SI-SNR (dB)", "visqol": "ViSQOL",
                  "lsd_hf": "LSD above cut-off (lower is better)"}
 OVERALL = "overall"
 ROW_FIELDS = ("id", "system", "bitrate", "category", "codec", "cutoff_hz", "seconds", *METRICS)
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file beside it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _mean(values: Iterable[float]) -> float:
@@ -162,14 +149,14 @@ def write_report(rows: list[dict], systems: dict[str, dict], out_dir: str | os.P
     out_dir = Path(out_dir)
     paths = {name: out_dir / name for name in ("results.json", "results.csv", "table.md", "figure2.png")}
     payload = {"systems": systems, "rows": [{k: r.get(k) for k in ROW_FIELDS} for r in rows]}
-    write_text(paths["results.json"], json.dumps(_json_safe(payload), indent=1) + "\n")
-    write_text(paths["results.csv"], rows_csv(rows))
+    atomic_write_text(paths["results.json"], json.dumps(_json_safe(payload), indent=1) + "\n")
+    atomic_write_text(paths["results.csv"], rows_csv(rows))
     markdown = (f"# {title or 'Evaluation'}\n\nTable II layout: SDR/SI-SNR/ViSQOL per category "
                 f"(means over examples).\n\n{table2_markdown(rows, systems)}\n"
                 f"LSD / LSD above the codec cut-off per category:\n\n"
                 f"{table2_markdown(rows, systems, ('lsd', 'lsd_hf'))}\n"
                 f"Per bitrate (Figure 2):\n\n{bitrate_markdown(rows)}")
-    write_text(paths["table.md"], markdown)
+    atomic_write_text(paths["table.md"], markdown)
     plot_figure2(rows, paths["figure2.png"])
     return paths
 

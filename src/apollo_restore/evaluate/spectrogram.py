@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from apollo_restore.errors import ApolloError
 from apollo_restore.evaluate.spectra import HOP, N_FFT, bin_frequencies, power_spectrogram
+from apollo_restore.files import atomic_write
 
 #: colour range below the loudest bin of all panels
 DYNAMIC_RANGE_DB = 100.0
@@ -37,15 +37,9 @@ def save_figure(figure, out_path: str | os.PathLike, dpi: int = 120) -> Path:
         raise ApolloError(f"{out_path}: unsupported figure format (use .png, .pdf or .svg)")
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=f".part.{fmt}", dir=out_path.parent)
-        os.close(fd)
     except OSError as error:
-        raise ApolloError(f"{out_path}: cannot write here ({error.strerror})") from None
-    try:
-        figure.savefig(tmp, format=fmt, dpi=dpi)
-        os.replace(tmp, out_path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        raise ApolloError(f"{out_path.parent}: cannot create folder ({error.strerror})") from None
+    atomic_write(out_path, lambda tmp: figure.savefig(tmp, format=fmt, dpi=dpi))
     return out_path
 
 
