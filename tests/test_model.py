@@ -95,3 +95,14 @@ def test_residual_model_starts_as_the_identity_and_still_learns():
     loss = model(audio).sub(audio.flip(-1)).abs().mean()
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.merge.parameters())
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    audio = torch.randn(1, 2, 8000) * 0.1
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny_model(num_layers=2).train()
+        model.gradient_checkpointing = checkpointing
+        model(audio).square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)

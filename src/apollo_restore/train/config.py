@@ -89,6 +89,7 @@ class TrainConfig:
     num_workers: int = 2
     device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun each process takes its local GPU)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype on CUDA
+    gradient_checkpointing: bool = False  # recompute generator blocks in backward: far less memory, ~30 % slower
     progress: bool = True
 
     def __post_init__(self) -> None:

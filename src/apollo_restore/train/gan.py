@@ -56,6 +56,7 @@ class GANTrainer:
             raise ApolloError("precision fp16 needs a CUDA device (use fp32 or bf16)")
         self.autocast_dtype = _AUTOCAST_DTYPES.get(precision)
         self.generator = Apollo(config.model).to(ctx.device)
+        self.generator.gradient_checkpointing = config.train.gradient_checkpointing
         self.discriminator = MultiResolutionDiscriminator(config.discriminator).to(ctx.device)
         self.g = _wrap(self.generator, ctx)
         self.d = _wrap(self.discriminator, ctx)
