@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -89,8 +89,6 @@ def file_sha256(path: str | os.PathLike) -> str:
 def _load_native(weights: Path) -> tuple[ApolloConfig, dict[str, Tensor]]:
     try:
         state = load_file(str(weights))
-        from safetensors import safe_open
-
         with safe_open(str(weights), "pt") as handle:
             metadata = handle.metadata() or {}
     except (SafetensorError, OSError) as error:
