@@ -58,8 +58,10 @@ def keep_freed_memory() -> None:
         pass
 
 
-def pick_device(name: str | None = None) -> torch.device:
+def pick_device(name: str | torch.device | None = None) -> torch.device:
     """``None``/``"auto"``: CUDA, else Apple MPS, else CPU. A named device that is absent is an error."""
+    if isinstance(name, torch.device):
+        return name
     if name in (None, "auto"):
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -104,7 +106,7 @@ class Restorer:
     """Runs a model over arrays or files of any length (see module docstring)."""
 
     def __init__(self, model: Apollo, device: str | torch.device | None = None, block_seconds: float = 10.0):
-        self.device = pick_device(device) if device is None or isinstance(device, str) else device
+        self.device = pick_device(device)
         self.model = model.to(self.device).eval()
         self.config = model.config
         if self.device.type == "cpu":

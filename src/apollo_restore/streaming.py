@@ -57,7 +57,7 @@ class StreamingRestorer:
             raise ApolloError("streaming needs a causal model (config causal: true); this one looks ahead in time")
         if not (np.isfinite(gain) and gain > 0):
             raise ApolloError(f"stream gain must be a positive number, got {gain}")
-        self.device = pick_device(device) if device is None or isinstance(device, str) else device
+        self.device = pick_device(device)
         self.model = model.to(self.device).eval()
         self.config = model.config
         self.gain = float(gain)
