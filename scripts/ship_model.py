@@ -20,9 +20,12 @@ def card(name: str, run: Path, which: str, notes: str) -> str:
     model = load_model(run / which)
     c = model.config
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    steps = max((r["step"] for r in rows), default=0)
     train_rows = [r for r in rows if "g_rec" in r]
     val_rows = [r for r in rows if "val_si_snr" in r]
+    steps = max((r["step"] for r in rows), default=0)
+    if which == "best" and val_rows:
+        best_row = max(val_rows, key=lambda r: r["val_si_snr"])
+        steps, val_rows = best_row["step"], [best_row]
     last_rec = f"{train_rows[-1]['g_rec']:.3f}" if train_rows else "n/a"
     val = "no validation yet"
     if val_rows:
@@ -36,7 +39,7 @@ def card(name: str, run: Path, which: str, notes: str) -> str:
         f"- Data: `apollo make-data` (music21 scores rendered with FluidSynth and lossless SoundFonts, recorded "
         f"Hydrogen drum kits and guitar strums; train split only), mixed on the fly, MP3 CBR 24-128 kbit/s.\n"
         f"- Recipe: `{run / 'config.yaml'}` (copied below); checkpoint `{which}` after {steps} optimizer steps.\n"
-        f"- Last training reconstruction loss: {last_rec}; last validation SI-SNR: {val}.\n"
+        f"- Last training reconstruction loss: {last_rec}; validation SI-SNR of this checkpoint: {val}.\n"
         f"- License: MIT (weights trained from scratch by this project; no reference weights used).\n\n"
         f"## Notes\n\n{notes}\n\n## Training config\n\n```yaml\n{(run / 'config.yaml').read_text()}```\n"
     )
