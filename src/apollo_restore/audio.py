@@ -112,6 +112,13 @@ def as_channels_first(audio: np.ndarray) -> tuple[np.ndarray, bool]:
     return audio.astype(np.float32, copy=False), False
 
 
+def fit_length(audio: np.ndarray, length: int) -> np.ndarray:
+    """Crop ``[channels, n]`` to ``length`` samples or zero-pad its tail up to it (never wraps around)."""
+    if audio.shape[1] >= length:
+        return audio[:, :length]
+    return np.pad(audio, ((0, 0), (0, length - audio.shape[1])))
+
+
 def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """High-quality (soxr VHQ) resampling of ``[channels, samples]``; a no-op when the rates match."""
     if sr_in == sr_out:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from apollo_restore.audio import as_channels_first, resample
+from apollo_restore.audio import as_channels_first, fit_length, resample
 from apollo_restore.errors import ApolloError
 
 #: bitrates (kbit/s) the paper trains and evaluates on
@@ -97,10 +97,7 @@ def _to_pcm16(audio: np.ndarray) -> bytes:
 
 def _fit(decoded: np.ndarray, delay: int, length: int) -> np.ndarray:
     """Drop ``delay`` leading samples and crop/zero-pad ``[channels, n]`` to ``length`` (no wrap-around)."""
-    out = decoded[:, delay:delay + length]
-    if out.shape[1] < length:
-        out = np.pad(out, ((0, 0), (0, length - out.shape[1])))
-    return np.ascontiguousarray(out, dtype=np.float32)
+    return np.ascontiguousarray(fit_length(decoded[:, delay:], length), dtype=np.float32)
 
 
 def mp3_encode(audio: np.ndarray, sample_rate: int, bitrate: int | None = 128,

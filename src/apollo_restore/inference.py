@@ -26,6 +26,7 @@ from apollo_restore.audio import (
     ResampleStream,
     as_channels_first,
     audio_info,
+    fit_length,
     iter_audio_blocks,
     resample,
 )
@@ -142,7 +143,7 @@ class Restorer:
         else:
             out = np.concatenate(list(self.run_blocks(lambda a, b: x[:, a:b], x.shape[1], TARGET_PEAK / peak)), 1)
         out = resample(out, self.sample_rate, sample_rate)
-        out = _fit_length(out, audio.shape[1])
+        out = fit_length(out, audio.shape[1])
         return out[0] if was_1d else out
 
     def restore_file(self, src: str | Path, dst: str | Path, subtype: str | None = None, keep_sr: bool = False,
@@ -203,12 +204,6 @@ def _append(out: sf.SoundFile, block: np.ndarray, length: int, peak: float) -> t
         out.write(np.ascontiguousarray(block.T))
         peak = max(peak, float(np.abs(block).max()))
     return length + block.shape[1], peak
-
-
-def _fit_length(audio: np.ndarray, length: int) -> np.ndarray:
-    if audio.shape[1] >= length:
-        return audio[:, :length]
-    return np.pad(audio, ((0, 0), (0, length - audio.shape[1])))
 
 
 @dataclass(frozen=True)

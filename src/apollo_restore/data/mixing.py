@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from apollo_restore.audio import resample
+from apollo_restore.audio import fit_length, resample
 from apollo_restore.data.activity import ActivityConfig, IndexedStem, build_index, read_segment
 from apollo_restore.data.layouts import LAYOUTS, Song
 from apollo_restore.degrade import Degradation, DegradeConfig, degrade_with_info
@@ -176,8 +176,7 @@ class MixtureDataset(Dataset):
         audio = read_segment(paths, start, need)
         if audio.shape[0] == 1:
             audio = np.repeat(audio, CHANNELS, axis=0)
-        audio = resample(audio[:CHANNELS], rate, self.config.sample_rate)[:, :length]
-        return np.pad(audio, ((0, 0), (0, length - audio.shape[1])))
+        return fit_length(resample(audio[:CHANNELS], rate, self.config.sample_rate), length)
 
     def _start(self, rng: np.random.Generator, stem: IndexedStem) -> tuple[int, int]:
         """A random active window of ``stem``: (grid start, jittered start) in file samples."""
