@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -137,3 +139,42 @@ def test_cli_bench_times_real_steps(tmp_path, capsys):
     rates = [float(line.split(": ")[1].split()[0]) for line in out.splitlines() if "steps/s" in line]
     assert len(rates) == 2 and all(rate > 0 for rate in rates)
     assert main(["train", str(path), "--bench", "0"]) == 1
+
+
+def test_log_magnitude_term_weighs_the_quiet_high_band():
+    """A high band 20 dB too loud: small for eq. 4's linear L1, large for the log term; level-invariant."""
+    _, clean = clips()
+    spec = torch.fft.rfft(clean)
+    high = torch.fft.rfftfreq(clean.shape[-1], 1 / SR) > 8000
+    quiet = spec.clone()
+    quiet[..., high] *= 0.01  # the reference: a high band 40 dB under the noise floor elsewhere
+    loud = quiet.clone()
+    loud[..., high] *= 10  # the estimate: the same high band 20 dB too loud
+    reference, estimate = (torch.fft.irfft(s, n=clean.shape[-1]) for s in (quiet, loud))
+    linear = SpectralReconstructionLoss((256, 1024))
+    with_log = SpectralReconstructionLoss((256, 1024), log_weight=1.0)
+    assert with_log(reference, reference).item() == pytest.approx(0.0, abs=1e-6)
+    log_term = with_log(estimate, reference).item() - linear(estimate, reference).item()
+    assert log_term > 5 * linear(estimate, reference).item()
+    assert with_log(10 * estimate, 10 * reference).item() == pytest.approx(with_log(estimate, reference).item(),
+                                                                            rel=1e-3)
+    assert torch.isfinite(with_log(torch.zeros_like(clean), torch.zeros_like(clean)))
+
+
+def test_init_from_starts_a_run_from_a_checkpoint_with_the_same_architecture(tmp_path):
+    from apollo_restore.checkpoint import save_model
+    from apollo_restore.model import Apollo
+
+    experiment = tiny_experiment()
+    torch.manual_seed(1)
+    source = Apollo(experiment.model)
+    save_model(source, tmp_path / "source")
+    gated = dataclasses.replace(experiment.model, fill_below_db=60.0)  # gate settings may differ
+    experiment = dataclasses.replace(experiment, model=gated,
+                                     train=dataclasses.replace(experiment.train, init_from=str(tmp_path / "source")))
+    trainer = GANTrainer(experiment, init_distributed("cpu"))
+    for name, value in source.state_dict().items():
+        assert torch.equal(trainer.generator.state_dict()[name], value), name
+    wider = dataclasses.replace(experiment, model=dataclasses.replace(gated, feature_dim=64, num_heads=4))
+    with pytest.raises(ApolloError, match="init_from"):
+        GANTrainer(wider, init_distributed("cpu"))

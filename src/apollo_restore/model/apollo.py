@@ -14,6 +14,18 @@ from apollo_restore.model.layers import BandTransformer, TemporalConvBlock
 ConvState = list[Tensor]
 
 
+def fill_gate(spec: Tensor, below_db: float, soft_db: float = 10.0) -> Tensor:
+    """Which input bins to keep: complex ``[batch, frames, bins]`` -> real ``[batch, frames, bins]`` in [0, 1].
+
+    1 for bins within ``below_db - soft_db / 2`` dB of their frame's loudest bin, 0 for bins more than
+    ``below_db + soft_db / 2`` dB below it, linear in dB between. Silent frames are kept whole (all 1).
+    """
+    power = spec.real.square() + spec.imag.square()
+    floor = 1e-12  # -120 dB: keeps log finite on digital silence
+    level_db = 10 * torch.log10((power + floor) / (power.amax(dim=-1, keepdim=True) + floor))
+    return ((level_db + below_db) / soft_db + 0.5).clamp(0.0, 1.0)
+
+
 class BandSequenceBlock(nn.Module):
     """One BS module: a transformer across bands, then ``tcn_blocks`` residual conv blocks along time."""
 
@@ -41,7 +53,8 @@ class Apollo(nn.Module):
     ``forward(audio [batch, channels, samples]) -> [batch, channels, samples]``. Channels are folded into the
     batch (each channel restored alone with shared weights). STFT: periodic Hann, ``n_fft = win = 20 ms``,
     hop 10 ms, centred frames (reflect padding; zero padding in the causal variant). With
-    ``config.residual`` the head's output is added to the input spectrum (see ApolloConfig).
+    ``config.residual`` the head's output is added to the input spectrum; with ``config.fill_below_db`` only
+    the input's empty bins are written (see ApolloConfig and `fill_gate`).
     """
 
     def __init__(self, config: ApolloConfig | None = None):
@@ -96,7 +109,12 @@ class Apollo(nn.Module):
                 x, block_state = block(x, block_in)
             new_state.append(block_state)
         out = self.merge(x)
-        return (out + spec if self.config.residual else out), new_state
+        if self.config.residual:
+            out = out + spec
+        if self.config.fill_below_db is not None:
+            keep = fill_gate(spec, self.config.fill_below_db)
+            out = keep * spec + (1 - keep) * out
+        return out, new_state
 
     def padded_length(self, length: int) -> int:
         """Samples the STFT pass runs on for a ``length``-sample input (zeros are appended, then cut off).

@@ -20,6 +20,12 @@ class ApolloConfig:
     ``residual`` (not in the paper, off for the paper config and for reference checkpoints): the head predicts
     a correction added to the input spectrum and starts at zero, so an untrained model is the identity. This
     makes small CPU-trained models converge far faster, since the low band needs no learning.
+
+    ``fill_below_db`` (not in the paper; None = restore every bin, as the paper does): the model only writes
+    time-frequency bins that the input leaves (nearly) empty, i.e. more than this many dB below the loudest bin
+    of their frame (soft over +-5 dB). That is the band above the codec's cut-off and the spectral holes below
+    it; every other bin passes through from the input unchanged, so a model cannot damage what the codec kept.
+    The gate depends on the input alone (per frame), so block-wise and streaming inference stay exact.
     """
 
     sample_rate: int = 44100
@@ -31,6 +37,7 @@ class ApolloConfig:
     band_widths: tuple[int, ...] | None = None
     causal: bool = False
     residual: bool = False
+    fill_below_db: float | None = None
     conv_kernel: int = 7
     tcn_blocks: int = 3
     rope_theta: float = 10000.0
@@ -43,6 +50,8 @@ class ApolloConfig:
             problems.append(f"sample_rate {self.sample_rate} with win_ms {self.win_ms} gives no usable STFT")
         if self.feature_dim % self.num_heads or (self.feature_dim // self.num_heads) % 2:
             problems.append(f"feature_dim {self.feature_dim} must split into {self.num_heads} heads of even size")
+        if self.fill_below_db is not None and self.fill_below_db <= 5:
+            problems.append(f"fill_below_db must be above 5 dB (the gate's soft edge), got {self.fill_below_db}")
         if self.conv_kernel % 2 == 0:
             problems.append(f"conv_kernel must be odd, got {self.conv_kernel}")
         widths = self.widths

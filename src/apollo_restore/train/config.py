@@ -41,6 +41,9 @@ class LossConfig:
     feature_matching: float = 1.0
     adversarial: float = 1.0
     fft_sizes: tuple[int, ...] = PAPER_FFT_SIZES  # resolutions of the magnitude loss (eq. 4), hop n_fft / 2
+    #: weight of a log-magnitude L1 term added to eq. 4 at each resolution (not in the paper, which has 0):
+    #: linear magnitudes let the quiet high band count for almost nothing, log magnitudes weigh it like the rest
+    log_magnitude: float = 0.0
 
 
 @dataclass
@@ -90,6 +93,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun each process takes its local GPU)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype on CUDA
     gradient_checkpointing: bool = False  # recompute generator blocks in backward: far less memory, ~30 % slower
+    #: checkpoint (bundled name, folder or file) whose generator weights start a new run (fine-tuning);
+    #: its model config must match ``model`` up to gate settings. Not used when the run resumes.
+    init_from: str | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:

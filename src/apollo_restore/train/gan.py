@@ -10,6 +10,7 @@ identical to two passes, and it is one DDP forward per phase).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from apollo_restore.checkpoint import load_state
 from apollo_restore.errors import ApolloError
 from apollo_restore.model import Apollo
 from apollo_restore.train.config import ExperimentConfig
@@ -55,7 +57,10 @@ class GANTrainer:
         if precision == "fp16" and ctx.device.type != "cuda":
             raise ApolloError("precision fp16 needs a CUDA device (use fp32 or bf16)")
         self.autocast_dtype = _AUTOCAST_DTYPES.get(precision)
-        self.generator = Apollo(config.model).to(ctx.device)
+        self.generator = Apollo(config.model)
+        if config.train.init_from is not None:
+            self._initialise_generator(config.train.init_from)
+        self.generator.to(ctx.device)
         self.generator.gradient_checkpointing = config.train.gradient_checkpointing
         self.discriminator = MultiResolutionDiscriminator(config.discriminator).to(ctx.device)
         self.g = _wrap(self.generator, ctx)
@@ -73,7 +78,15 @@ class GANTrainer:
         use_scaler = precision == "fp16"
         self.g_scaler = torch.amp.GradScaler(ctx.device.type, enabled=use_scaler)
         self.d_scaler = torch.amp.GradScaler(ctx.device.type, enabled=use_scaler)
-        self.reconstruction = SpectralReconstructionLoss(config.loss.fft_sizes)
+        self.reconstruction = SpectralReconstructionLoss(config.loss.fft_sizes, config.loss.log_magnitude)
+
+    def _initialise_generator(self, source: str) -> None:
+        """Start from another checkpoint's weights; its architecture must equal ``config.model``'s."""
+        config, state = load_state(source)
+        gates = {"fill_below_db": None}
+        if dataclasses.replace(config, **gates) != dataclasses.replace(self.config.model, **gates):
+            raise ApolloError(f"train.init_from {source}: its model config differs from this run's model config")
+        self.generator.load_state_dict(state)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed-precision context for network forwards (a no-op at fp32)."""
