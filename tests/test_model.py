@@ -131,3 +131,20 @@ def test_fill_gate_passes_loud_bins_through_and_writes_the_empty_band():
         assert model(torch.zeros(1, 2, 8000)).abs().max() == 0  # silence stays silence
     with pytest.raises(ApolloError, match="fill_below_db"):
         tiny_config(fill_below_db=3.0)
+
+
+def test_residual_correction_follows_the_frame_level():
+    """The correction is in units of its frame's level: 60 dB quieter in, about 60 dB smaller correction out;
+    a silent frame inside the music gets none."""
+    model = tiny_model(residual=True)
+    with torch.no_grad():
+        for projection in model.merge.projections:
+            projection.weight.normal_(0, 0.5)
+        audio = torch.randn(1, 1, 22050) * 0.3
+        correction = [(model(audio * gain) / gain - audio).square().mean().sqrt() for gain in (1.0, 1e-3)]
+        assert correction[0] > 1e-2  # the head does change the signal
+        assert 0.1 < correction[0] / correction[1] < 10
+        spec = model.stft(audio[0])
+        spec[:, 20:30] = 0
+        out, _ = model.spectral_forward(spec)
+    assert out[:, 20:30].abs().max() == 0 and out[:, 40:].abs().max() > 0

@@ -52,9 +52,9 @@ class Apollo(nn.Module):
 
     ``forward(audio [batch, channels, samples]) -> [batch, channels, samples]``. Channels are folded into the
     batch (each channel restored alone with shared weights). STFT: periodic Hann, ``n_fft = win = 20 ms``,
-    hop 10 ms, centred frames (reflect padding; zero padding in the causal variant). With
-    ``config.residual`` the head's output is added to the input spectrum; with ``config.fill_below_db`` only
-    the input's empty bins are written (see ApolloConfig and `fill_gate`).
+    hop 10 ms, centred frames (reflect padding; zero padding in the causal variant). With ``config.residual``
+    the head's output, times each frame's level, is added to the input spectrum; with ``config.fill_below_db``
+    only the input's empty bins are written (see ApolloConfig and `fill_gate`).
     """
 
     def __init__(self, config: ApolloConfig | None = None):
@@ -110,7 +110,8 @@ class Apollo(nn.Module):
             new_state.append(block_state)
         out = self.merge(x)
         if self.config.residual:
-            out = out + spec
+            frame_level = (spec.real.square() + spec.imag.square()).mean(dim=-1, keepdim=True).sqrt()
+            out = spec + out * frame_level
         if self.config.fill_below_db is not None:
             keep = fill_gate(spec, self.config.fill_below_db)
             out = keep * spec + (1 - keep) * out

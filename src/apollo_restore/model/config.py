@@ -18,8 +18,10 @@ class ApolloConfig:
     one top band holding the remaining bins.
 
     ``residual`` (not in the paper, off for the paper config and for reference checkpoints): the head predicts
-    a correction added to the input spectrum and starts at zero, so an untrained model is the identity. This
-    makes small CPU-trained models converge far faster, since the low band needs no learning.
+    a correction, in units of its frame's level (RMS over bins), added to the input spectrum. It starts at zero,
+    so an untrained model is the identity and small CPU-trained models converge far faster (the low band needs
+    no learning); and since the features are gain-shape normalised, the model is level-equivariant: what it
+    adds follows the music's loudness, and a silent frame stays silent.
 
     ``fill_below_db`` (not in the paper; None = restore every bin, as the paper does): the model only writes
     time-frequency bins that the input leaves (nearly) empty, i.e. more than this many dB below the loudest bin
