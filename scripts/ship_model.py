@@ -1,6 +1,6 @@
 """Copy a trained generator from a run directory into the package as a bundled model, with its model card.
 
-    python scripts/ship_model.py /work/runs/cpu-default default --from last --notes "what was tried ..."
+    python scripts/ship_model.py /work/runs/cpu-default default --from best --notes notes.md
 
 Writes src/apollo_restore/assets/models/<name>/ (model.safetensors, config.json, README.md) and records its
 sha256 in assets/models/registry.json.
@@ -9,6 +9,7 @@ sha256 in assets/models/registry.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -26,6 +27,12 @@ def card(name: str, run: Path, which: str, notes: str) -> str:
     if which == "best" and val_rows:
         best_row = max(val_rows, key=lambda r: r["val_si_snr"])
         steps, val_rows = best_row["step"], [best_row]
+    trained = [r for r in train_rows if r["step"] <= steps]
+    hours, gan_steps = 0.0, 0
+    for before, row in itertools.pairwise(trained):
+        done = max(0, row["step"] - before["step"])
+        hours += done / row["steps_per_sec"] / 3600
+        gan_steps += done if "g_adv" in row else 0
     last_rec = f"{train_rows[-1]['g_rec']:.3f}" if train_rows else "n/a"
     val = "no validation yet"
     if val_rows:
@@ -38,7 +45,8 @@ def card(name: str, run: Path, which: str, notes: str) -> str:
         f"{model.num_parameters():,} parameters; {c.sample_rate} Hz.\n"
         f"- Data: `apollo make-data` (music21 scores rendered with FluidSynth and lossless SoundFonts, recorded "
         f"Hydrogen drum kits and guitar strums; train split only), mixed on the fly, MP3 CBR 24-128 kbit/s.\n"
-        f"- Recipe: `{run / 'config.yaml'}` (copied below); checkpoint `{which}` after {steps} optimizer steps.\n"
+        f"- Recipe: `{run / 'config.yaml'}` (copied below); checkpoint `{which}` after {steps} optimizer steps of "
+        f"this run (about {gan_steps} of them adversarial), {hours:.2f} h of training on the machine it ran on.\n"
         f"- Last training reconstruction loss: {last_rec}; validation SI-SNR of this checkpoint: {val}.\n"
         f"- License: MIT (weights trained from scratch by this project; no reference weights used).\n\n"
         f"## Notes\n\n{notes}\n\n## Training config\n\n```yaml\n{(run / 'config.yaml').read_text()}```\n"
@@ -50,9 +58,9 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("name")
     parser.add_argument("--from", dest="which", default="best", choices=("best", "last"))
-    parser.add_argument("--notes", default="")
+    parser.add_argument("--notes", type=Path, help="markdown file: lineage, what was tried, evaluation tables")
     args = parser.parse_args()
-    text = card(args.name, args.run, args.which, args.notes)
+    text = card(args.name, args.run, args.which, args.notes.read_text().strip() if args.notes else "")
     save_model(load_model(args.run / args.which), models_root() / args.name, text)
     register_bundled_model(args.name, text.splitlines()[2].removeprefix("- Architecture: "))
     print(f"shipped {args.run / args.which} as bundled model {args.name!r}")

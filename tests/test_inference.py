@@ -18,9 +18,13 @@ def _full_and_blocked(model, audio, block_seconds):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_block_processing_equals_one_full_pass(causal):
+@pytest.mark.parametrize("shipped_head", [False, True], ids=["plain", "residual-gated"])
+def test_block_processing_equals_one_full_pass(causal, shipped_head):
     # two layers: a receptive field of +-36 frames (non-causal) / 72 past frames (causal)
-    model = tiny_model(causal=causal, num_layers=2)
+    model = tiny_model(causal=causal, num_layers=2, residual=shipped_head, fill_below_db=60.0 if shipped_head else None)
+    with torch.no_grad():
+        for projection in model.merge.projections:
+            projection.weight.normal_(0, 0.5)
     audio = (np.random.default_rng(1).standard_normal((2, 3 * 44100 + 123)) * 0.1).astype(np.float32)
     for block_seconds in (0.25, 0.61, 1.0, 5.0):
         full, blocked = _full_and_blocked(model, audio, block_seconds)
