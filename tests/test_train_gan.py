@@ -86,6 +86,9 @@ def test_losses_follow_equations():
     assert rec(clean, clean).item() == 0
     assert rec(2 * clean, clean).item() == pytest.approx(1.0, rel=1e-4)  # | |2S| - |S| | / |S|
     assert 0 < rec(degraded, clean).item() < 1
+    phase_aware = SpectralReconstructionLoss((64, 256), complex_weight=1.0)
+    assert rec(-clean, clean).item() == 0  # magnitudes cannot see a phase flip ...
+    assert phase_aware(-clean, clean).item() == pytest.approx(2.0, rel=1e-4)  # ... the complex term can
 
 
 def test_one_gan_step_updates_both_networks():

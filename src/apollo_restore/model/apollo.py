@@ -17,13 +17,17 @@ ConvState = list[Tensor]
 def fill_gate(spec: Tensor, below_db: float, soft_db: float = 10.0) -> Tensor:
     """Which input bins to keep: complex ``[batch, frames, bins]`` -> real ``[batch, frames, bins]`` in [0, 1].
 
-    1 for bins within ``below_db - soft_db / 2`` dB of their frame's loudest bin, 0 for bins more than
-    ``below_db + soft_db / 2`` dB below it, linear in dB between. Silent frames are kept whole (all 1).
+    Per frame, every bin up to the highest one within ``below_db`` dB of the frame's loudest bin is kept (1):
+    the codec's pass band, holes included. Above it (the band the codec cut) the gate falls from 1 to 0 between
+    ``below_db - soft_db / 2`` and ``below_db + soft_db / 2`` dB under the loudest bin, linear in dB. Silent
+    frames are kept whole.
     """
     power = spec.real.square() + spec.imag.square()
     floor = 1e-12  # -120 dB: keeps log finite on digital silence
     level_db = 10 * torch.log10((power + floor) / (power.amax(dim=-1, keepdim=True) + floor))
-    return ((level_db + below_db) / soft_db + 0.5).clamp(0.0, 1.0)
+    above_top = (level_db > -below_db).flip(-1).cumsum(-1).flip(-1) == 0
+    fade = ((level_db + below_db) / soft_db + 0.5).clamp(0.0, 1.0)
+    return torch.where(above_top, fade, torch.ones_like(fade))
 
 
 class BandSequenceBlock(nn.Module):

@@ -20,14 +20,13 @@ class ApolloConfig:
     ``residual`` (not in the paper, off for the paper config and for reference checkpoints): the head predicts
     a correction, in units of its frame's level (RMS over bins), added to the input spectrum. It starts at zero,
     so an untrained model is the identity and small CPU-trained models converge far faster (the low band needs
-    no learning); and since the features are gain-shape normalised, the model is level-equivariant: what it
-    adds follows the music's loudness, and a silent frame stays silent.
+    no learning); and what it adds follows the music's loudness frame by frame, so a silent frame stays silent.
 
     ``fill_below_db`` (not in the paper; None = restore every bin, as the paper does): the model only writes
-    time-frequency bins that the input leaves (nearly) empty, i.e. more than this many dB below the loudest bin
-    of their frame (soft over +-5 dB). That is the band above the codec's cut-off and the spectral holes below
-    it; every other bin passes through from the input unchanged, so a model cannot damage what the codec kept.
-    The gate depends on the input alone (per frame), so block-wise and streaming inference stay exact.
+    the band the codec cut: per frame, the bins above the highest one within this many dB of the frame's
+    loudest bin (soft over +-5 dB). The pass band below passes through from the input unchanged, so a model
+    cannot damage what the codec kept. The gate depends on the input frame alone, so block-wise and streaming
+    inference stay exact.
     """
 
     sample_rate: int = 44100

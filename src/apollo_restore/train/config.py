@@ -44,6 +44,9 @@ class LossConfig:
     #: weight of a log-magnitude L1 term added to eq. 4 at each resolution (not in the paper, which has 0):
     #: linear magnitudes let the quiet high band count for almost nothing, log magnitudes weigh it like the rest
     log_magnitude: float = 0.0
+    #: weight of a complex-spectrum L1 term ``mean|S_est - S_ref| / mean|S_ref|`` at each resolution (not in the
+    #: paper): phase-aware, so content whose phase cannot be predicted is not made louder than it pays in SI-SNR
+    complex_spectrum: float = 0.0
 
 
 @dataclass

@@ -78,7 +78,9 @@ class GANTrainer:
         use_scaler = precision == "fp16"
         self.g_scaler = torch.amp.GradScaler(ctx.device.type, enabled=use_scaler)
         self.d_scaler = torch.amp.GradScaler(ctx.device.type, enabled=use_scaler)
-        self.reconstruction = SpectralReconstructionLoss(config.loss.fft_sizes, config.loss.log_magnitude)
+        self.reconstruction = SpectralReconstructionLoss(
+            config.loss.fft_sizes, config.loss.log_magnitude, config.loss.complex_spectrum
+        )
 
     def _initialise_generator(self, source: str) -> None:
         """Start from another checkpoint's weights; its architecture must equal ``config.model``'s."""

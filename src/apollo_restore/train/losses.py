@@ -44,25 +44,30 @@ def feature_matching_loss(
 class SpectralReconstructionLoss(nn.Module):
     """Eq. 4: mean over STFT sizes of ``mean||S_est| - |S_ref|| / mean|S_ref|`` (linear magnitudes).
 
-    With ``log_weight > 0`` each resolution also adds ``log_weight * mean|ln(|S_est| + f) - ln(|S_ref| + f)|``,
-    the floor ``f`` sitting 80 dB below each example's loudest reference bin (so the term is level-invariant
-    and silence adds nothing). ``forward(estimate, reference)``, both ``[batch, channels, samples]`` -> scalar.
+    Two optional terms per resolution (0 in the paper): ``log_weight * mean|ln(|S_est| + f) - ln(|S_ref| + f)|``,
+    the floor ``f`` sitting 80 dB below each example's loudest reference bin (level-invariant, so the quiet high
+    band counts; silence adds nothing), and ``complex_weight * mean|S_est - S_ref| / mean|S_ref|`` (phase-aware).
+    ``forward(estimate, reference)``, both ``[batch, channels, samples]`` -> scalar.
     """
 
-    def __init__(self, fft_sizes: tuple[int, ...], log_weight: float = 0.0) -> None:
+    def __init__(self, fft_sizes: tuple[int, ...], log_weight: float = 0.0, complex_weight: float = 0.0) -> None:
         super().__init__()
         self.fft_sizes = tuple(fft_sizes)
         self.log_weight = log_weight
+        self.complex_weight = complex_weight
 
     def forward(self, estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         terms = []
         for n_fft in self.fft_sizes:
-            est = stft(estimate, n_fft).abs()
-            ref = stft(reference, n_fft).abs()
-            term = (est - ref).abs().mean() / (ref.mean() + _EPS)
+            est_spec, ref_spec = stft(estimate, n_fft), stft(reference, n_fft)
+            est, ref = est_spec.abs(), ref_spec.abs()
+            scale = ref.mean() + _EPS
+            term = (est - ref).abs().mean() / scale
             if self.log_weight:
                 floor = 1e-4 * ref.flatten(1).amax(dim=1).reshape(-1, *[1] * (ref.dim() - 1)) + _EPS
                 term = term + self.log_weight * (torch.log(est + floor) - torch.log(ref + floor)).abs().mean()
+            if self.complex_weight:
+                term = term + self.complex_weight * (est_spec - ref_spec).abs().mean() / scale
             terms.append(term)
         return torch.stack(terms).mean()
 
