@@ -40,3 +40,27 @@ def test_registry_checksum_catches_a_corrupt_bundled_model(tmp_path, monkeypatch
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(ApolloError, match="corrupt"):
         load_model("mine")
+
+
+def _band_db(audio: np.ndarray, sample_rate: int, low_hz: float, high_hz: float) -> float:
+    spectrum = np.abs(np.fft.rfft(audio, axis=-1)) ** 2
+    freqs = np.fft.rfftfreq(audio.shape[-1], 1 / sample_rate)
+    return float(10 * np.log10(spectrum[..., (freqs >= low_hz) & (freqs < high_hz)].sum() + 1e-20))
+
+
+@pytest.mark.parametrize("name", ["default", "causal"])
+def test_bundled_models_fill_the_band_the_mp3_cut_and_keep_the_pass_band(name):
+    """The demo is a 32 kbit/s MP3 (cut at ~5.6 kHz): the shipped models write 6-16 kHz, keep 0-5 kHz."""
+    from apollo_restore.audio import read_audio
+    from apollo_restore.cli.restore import demo_clip
+    from apollo_restore.inference import restore
+
+    model = load_model(name)
+    assert model.config.causal == (name == "causal")
+    audio, sr = read_audio(demo_clip())
+    audio = audio[:, : 4 * sr]
+    restored = restore(audio, sr, model)
+    assert restored.shape == audio.shape and restored.dtype == np.float32
+    assert _band_db(restored, sr, 6500, 16000) > _band_db(audio, sr, 6500, 16000) + 20
+    error = _band_db(restored - audio, sr, 0, 5000) - _band_db(audio, sr, 0, 5000)
+    assert error < -40, f"pass band changed: error {error:.1f} dB"

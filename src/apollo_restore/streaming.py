@@ -8,7 +8,10 @@ depends on that frame and earlier ones only. The stream computes every frame as 
 has arrived, overlap-adds the windowed inverse FFTs (dividing by the summed squared window, as ``torch.istft``
 does) and returns an output sample once no later frame can touch it. At the end, ``flush`` zero-pads exactly
 as the offline pass does. The concatenated output therefore equals ``model(audio)`` on the whole signal, up
-to float rounding.
+to float rounding. Gated models (``fill_below_db``) are the one exception: a stream cannot see the whole
+signal, so each frame uses the codec cut-off estimated from the frames so far (`model.gate.PassBandTracker`);
+once that estimate has settled on the whole-signal one (typically within the first second), the stream again
+equals ``model(audio, cutoff)``.
 
 Latency. Output sample ``n`` is final once frame ``floor((n + pad) / hop)`` is computed, i.e. when input
 sample ``floor((n + pad) / hop) * hop - pad + n_fft - 1`` has arrived: between ``n_fft - hop`` and
@@ -38,6 +41,7 @@ from torch import Tensor
 from apollo_restore.errors import ApolloError
 from apollo_restore.inference import pick_device
 from apollo_restore.model import Apollo
+from apollo_restore.model.gate import PassBandTracker
 
 #: keys of ``StreamingRestorer.state_dict`` besides the conv histories (``conv.<layer>.<block>``)
 _STATE_KEYS = ("inbuf", "ola", "envelope", "counters")
@@ -97,6 +101,8 @@ class StreamingRestorer:
         self._next_frame = 0
         self._received = 0
         self._emitted = 0
+        c = self.config
+        self._pass_band = None if c.fill_below_db is None else PassBandTracker(c.fill_below_db, c.num_bins, self.device)
 
     def _start(self, channels: int) -> None:
         self.channels = channels
@@ -162,7 +168,8 @@ class StreamingRestorer:
         frames = self._inbuf[:, : (count - 1) * self.hop + self.n_fft].unfold(1, self.n_fft, self.hop)
         spec = torch.fft.rfft(frames * self.window, dim=-1)  # [channels, count, bins]
         step = self._one_frame if count == 1 and self._conv is not None else self.model.spectral_forward
-        restored, self._conv = step(spec, self._conv)
+        cutoff = None if self._pass_band is None else self._pass_band.running(spec)  # causal: frames so far
+        restored, self._conv = step(spec, self._conv, cutoff)
         signal = torch.fft.irfft(restored, n=self.n_fft, dim=-1) * self.window  # [channels, count, n_fft]
         span = (count - 1) * self.hop + self.n_fft
         added = F.fold(signal.transpose(1, 2), (1, span), (1, self.n_fft), stride=(1, self.hop))[:, 0, 0]
@@ -190,6 +197,8 @@ class StreamingRestorer:
         for i, layer in enumerate(self._conv or []):
             for j, history in enumerate(layer):
                 state[f"conv.{i}.{j}"] = history
+        if self._pass_band is not None:
+            state["pass_band"] = self._pass_band.state
         return {k: v.detach().cpu().clone() for k, v in state.items()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
@@ -210,6 +219,11 @@ class StreamingRestorer:
             self._mismatch()
         if present:
             self._conv = [[_owned(state[k], self.device) for k in layer] for layer in conv_keys]
+        if self._pass_band is not None:
+            try:
+                self._pass_band.load(state["pass_band"])
+            except (KeyError, ValueError):
+                self._mismatch()
         self._validate()
 
     def _validate(self) -> None:

@@ -8,26 +8,11 @@ from torch.utils.checkpoint import checkpoint
 
 from apollo_restore.model.bands import BandMerge, BandSplit
 from apollo_restore.model.config import ApolloConfig
+from apollo_restore.model.gate import fill_gate, pass_band_top
 from apollo_restore.model.layers import BandTransformer, TemporalConvBlock
 
 #: state of a causal model between calls: one history tensor per temporal conv block
 ConvState = list[Tensor]
-
-
-def fill_gate(spec: Tensor, below_db: float, soft_db: float = 10.0) -> Tensor:
-    """Which input bins to keep: complex ``[batch, frames, bins]`` -> real ``[batch, frames, bins]`` in [0, 1].
-
-    Per frame, every bin up to the highest one within ``below_db`` dB of the frame's loudest bin is kept (1):
-    the codec's pass band, holes included. Above it (the band the codec cut) the gate falls from 1 to 0 between
-    ``below_db - soft_db / 2`` and ``below_db + soft_db / 2`` dB under the loudest bin, linear in dB. Silent
-    frames are kept whole.
-    """
-    power = spec.real.square() + spec.imag.square()
-    floor = 1e-12  # -120 dB: keeps log finite on digital silence
-    level_db = 10 * torch.log10((power + floor) / (power.amax(dim=-1, keepdim=True) + floor))
-    above_top = (level_db > -below_db).flip(-1).cumsum(-1).flip(-1) == 0
-    fade = ((level_db + below_db) / soft_db + 0.5).clamp(0.0, 1.0)
-    return torch.where(above_top, fade, torch.ones_like(fade))
 
 
 class BandSequenceBlock(nn.Module):
@@ -97,11 +82,14 @@ class Apollo(nn.Module):
         c = self.config
         return torch.istft(spec.transpose(1, 2), c.n_fft, c.hop, window=self.window, center=True, length=length)
 
-    def spectral_forward(self, spec: Tensor, state: list[ConvState] | None = None) -> tuple[Tensor, list[ConvState]]:
+    def spectral_forward(self, spec: Tensor, state: list[ConvState] | None = None, cutoff: Tensor | None = None
+                         ) -> tuple[Tensor, list[ConvState]]:
         """Restore a spectrogram: complex ``[batch, frames, bins]`` -> same shape.
 
         ``state`` carries the causal model's conv histories from the previous call (None = start of stream);
-        the returned state continues it. Non-causal models return an empty state.
+        the returned state continues it. Non-causal models return an empty state. ``cutoff`` (long ``[batch]`` or
+        ``[batch, frames]``, with ``config.fill_below_db``): the input's cut-off bin, estimated from ``spec`` itself
+        when None (callers that cut a signal into blocks estimate it over the whole signal; see `model.gate`).
         """
         x = self.split(spec)
         new_state = []
@@ -117,7 +105,9 @@ class Apollo(nn.Module):
             frame_level = (spec.real.square() + spec.imag.square()).mean(dim=-1, keepdim=True).sqrt()
             out = spec + out * frame_level
         if self.config.fill_below_db is not None:
-            keep = fill_gate(spec, self.config.fill_below_db)
+            if cutoff is None:
+                cutoff = pass_band_top(spec, self.config.fill_below_db)
+            keep = fill_gate(spec.shape[-1], cutoff)
             out = keep * spec + (1 - keep) * out
         return out, new_state
 
@@ -131,12 +121,17 @@ class Apollo(nn.Module):
         c = self.config
         return -(-max(length, c.n_fft // 2 + 1) // c.hop) * c.hop + c.n_fft - 2 * c.hop
 
-    def forward(self, audio: Tensor) -> Tensor:
+    def forward(self, audio: Tensor, cutoff: Tensor | None = None) -> Tensor:
+        """``[batch, channels, samples]`` -> same; ``cutoff``: see `spectral_forward` (one per batch * channels)."""
         batch, channels, length = audio.shape
         flat = audio.reshape(batch * channels, length)
         padded = self.padded_length(length)
         if padded > length:
             flat = torch.nn.functional.pad(flat, (0, padded - length))
-        restored, _ = self.spectral_forward(self.stft(flat))
+        spec = self.stft(flat)
+        if cutoff is None and self.config.fill_below_db is not None:  # one cut-off per example, all channels
+            pooled = spec.reshape(batch, channels * spec.shape[1], spec.shape[2])
+            cutoff = pass_band_top(pooled, self.config.fill_below_db).repeat_interleave(channels)
+        restored, _ = self.spectral_forward(spec, cutoff=cutoff)
         out = self.istft(restored, padded)[:, :length]
         return out.reshape(batch, channels, length).to(audio.dtype)

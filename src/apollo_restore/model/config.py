@@ -23,10 +23,10 @@ class ApolloConfig:
     no learning); and what it adds follows the music's loudness frame by frame, so a silent frame stays silent.
 
     ``fill_below_db`` (not in the paper; None = restore every bin, as the paper does): the model only writes
-    the band the codec cut: per frame, the bins above the highest one within this many dB of the frame's
-    loudest bin (soft over +-5 dB). The pass band below passes through from the input unchanged, so a model
-    cannot damage what the codec kept. The gate depends on the input frame alone, so block-wise and streaming
-    inference stay exact.
+    the band the codec cut. The cut-off is the highest bin that comes within this many dB of its frame's
+    loudest bin in at least 10 % of the frames (over the clip, or the whole file when restoring in blocks);
+    every bin below it passes through from the input unchanged, holes included, so a model cannot damage what
+    the codec kept.
     """
 
     sample_rate: int = 44100
