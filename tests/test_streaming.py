@@ -18,7 +18,7 @@ from apollo_restore.audio import resample
 from apollo_restore.checkpoint import save_model
 from apollo_restore.cli import main
 from apollo_restore.errors import ApolloError
-from apollo_restore.model.gate import PassBandTracker, pass_band_top
+from apollo_restore.model.gate import PassBandTracker, estimate_cut
 from apollo_restore.streaming import StreamingRestorer, run_stream
 from conftest import tiny_model
 
@@ -92,10 +92,11 @@ def test_gated_model_streams_with_a_running_cut_off_estimate():
     spectrum[:, np.fft.rfftfreq(audio.shape[1], 1 / 44100) > 8000] = 0
     audio = np.fft.irfft(spectrum, n=audio.shape[1], axis=1).astype(np.float32)
     spec = model.stft(torch.from_numpy(audio))
-    whole = pass_band_top(spec.reshape(1, -1, spec.shape[-1]), 60.0)
-    running = PassBandTracker(60.0, spec.shape[-1]).running(spec)[0]
-    assert abs(int(whole) - 8000 // 50) <= 8
-    assert (running[10:] - whole).abs().max() <= 2 and running[0] != whole  # the first frame alone: no estimate yet
+    whole, weight = estimate_cut(spec.reshape(1, -1, spec.shape[-1]), 60.0)
+    running, running_weight = (t[0] for t in PassBandTracker(60.0, spec.shape[-1]).running(spec))
+    assert abs(int(whole) - 8000 // 50) <= 8 and weight == 1  # a clear cliff at 8 kHz
+    assert (running[10:] - whole).abs().max() <= 2 and (running_weight[10:] == 1).all()
+    assert running[0] != whole  # the first frame alone: no estimate yet
 
     expected = offline(model, audio)
     uninterrupted = np.concatenate(stream(StreamingRestorer(model, "cpu"), audio, [HOP]), axis=1)

@@ -120,15 +120,16 @@ class Restorer:
         return self.config.sample_rate
 
     @torch.inference_mode()
-    def _run(self, segment: np.ndarray, cutoff: torch.Tensor | None) -> np.ndarray:
+    def _run(self, segment: np.ndarray, cut: tuple[torch.Tensor, torch.Tensor] | None) -> np.ndarray:
         """One model pass: ``[channels, n]`` -> ``[channels, n]`` (channels in groups of CHANNEL_GROUP)."""
         x = torch.from_numpy(np.ascontiguousarray(segment)).to(self.device)
-        out = [self.model(group[None], cutoff)[0] for group in x.split(CHANNEL_GROUP, dim=0)]
+        out = [self.model(group[None], cut)[0] for group in x.split(CHANNEL_GROUP, dim=0)]
         return torch.cat(out, dim=0).float().cpu().numpy()
 
     @torch.inference_mode()
-    def _cutoff(self, blocks: list[Block], read: Callable[[int, int], np.ndarray], gain: float) -> torch.Tensor:
-        """The input's cut-off bin over the whole signal (gated models): a first pass over the same STFT frames
+    def _cut(self, blocks: list[Block], read: Callable[[int, int], np.ndarray], gain: float
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The input's codec cut over the whole signal (gated models): a first pass over the same STFT frames
         the blocks will see, each frame counted once, so blocks give what one full pass would."""
         c = self.config
         tracker = PassBandTracker(c.fill_below_db, c.num_bins, self.device)
@@ -139,14 +140,14 @@ class Restorer:
             centres = block.start + c.hop * torch.arange(spec.shape[1], device=self.device)
             mine = (centres >= block.keep_start) & ((centres < block.keep_stop) | (i == len(blocks) - 1))
             tracker.update(spec[:, mine])
-        return tracker.cutoff()
+        return tracker.cut()
 
     def run_blocks(self, read: Callable[[int, int], np.ndarray], length: int, gain: float) -> Iterator[np.ndarray]:
         """Yield restored blocks in order; ``read(start, stop)`` returns input ``[channels, stop-start]``."""
         blocks = plan_blocks(length, self.config, self.block_seconds)
-        cutoff = None if self.config.fill_below_db is None else self._cutoff(blocks, read, gain)
+        cut = None if self.config.fill_below_db is None else self._cut(blocks, read, gain)
         for block in blocks:
-            restored = self._run(read(block.start, block.stop) * gain, cutoff) / gain
+            restored = self._run(read(block.start, block.stop) * gain, cut) / gain
             yield restored[:, block.keep_start - block.start : block.keep_stop - block.start]
 
     def restore_array(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:

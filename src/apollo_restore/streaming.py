@@ -9,9 +9,9 @@ has arrived, overlap-adds the windowed inverse FFTs (dividing by the summed squa
 does) and returns an output sample once no later frame can touch it. At the end, ``flush`` zero-pads exactly
 as the offline pass does. The concatenated output therefore equals ``model(audio)`` on the whole signal, up
 to float rounding. Gated models (``fill_below_db``) are the one exception: a stream cannot see the whole
-signal, so each frame uses the codec cut-off estimated from the frames so far (`model.gate.PassBandTracker`);
+signal, so each frame uses the codec cut estimated from the frames so far (`model.gate.PassBandTracker`);
 once that estimate has settled on the whole-signal one (typically within the first second), the stream again
-equals ``model(audio, cutoff)``.
+equals ``model(audio, cut)``.
 
 Latency. Output sample ``n`` is final once frame ``floor((n + pad) / hop)`` is computed, i.e. when input
 sample ``floor((n + pad) / hop) * hop - pad + n_fft - 1`` has arrived: between ``n_fft - hop`` and
@@ -168,8 +168,8 @@ class StreamingRestorer:
         frames = self._inbuf[:, : (count - 1) * self.hop + self.n_fft].unfold(1, self.n_fft, self.hop)
         spec = torch.fft.rfft(frames * self.window, dim=-1)  # [channels, count, bins]
         step = self._one_frame if count == 1 and self._conv is not None else self.model.spectral_forward
-        cutoff = None if self._pass_band is None else self._pass_band.running(spec)  # causal: frames so far
-        restored, self._conv = step(spec, self._conv, cutoff)
+        cut = None if self._pass_band is None else self._pass_band.running(spec)  # causal: frames so far
+        restored, self._conv = step(spec, self._conv, cut)
         signal = torch.fft.irfft(restored, n=self.n_fft, dim=-1) * self.window  # [channels, count, n_fft]
         span = (count - 1) * self.hop + self.n_fft
         added = F.fold(signal.transpose(1, 2), (1, span), (1, self.n_fft), stride=(1, self.hop))[:, 0, 0]

@@ -8,7 +8,7 @@ from torch.utils.checkpoint import checkpoint
 
 from apollo_restore.model.bands import BandMerge, BandSplit
 from apollo_restore.model.config import ApolloConfig
-from apollo_restore.model.gate import fill_gate, pass_band_top
+from apollo_restore.model.gate import apply_gate, estimate_cut
 from apollo_restore.model.layers import BandTransformer, TemporalConvBlock
 
 #: state of a causal model between calls: one history tensor per temporal conv block
@@ -82,14 +82,15 @@ class Apollo(nn.Module):
         c = self.config
         return torch.istft(spec.transpose(1, 2), c.n_fft, c.hop, window=self.window, center=True, length=length)
 
-    def spectral_forward(self, spec: Tensor, state: list[ConvState] | None = None, cutoff: Tensor | None = None
-                         ) -> tuple[Tensor, list[ConvState]]:
+    def spectral_forward(self, spec: Tensor, state: list[ConvState] | None = None,
+                         cut: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, list[ConvState]]:
         """Restore a spectrogram: complex ``[batch, frames, bins]`` -> same shape.
 
         ``state`` carries the causal model's conv histories from the previous call (None = start of stream);
-        the returned state continues it. Non-causal models return an empty state. ``cutoff`` (long ``[batch]`` or
-        ``[batch, frames]``, with ``config.fill_below_db``): the input's cut-off bin, estimated from ``spec`` itself
-        when None (callers that cut a signal into blocks estimate it over the whole signal; see `model.gate`).
+        the returned state continues it. Non-causal models return an empty state. ``cut`` (with
+        ``config.fill_below_db``): the input's codec cut-off bin and cliff weight, ``[batch]`` or
+        ``[batch, frames]`` each, estimated from ``spec`` itself when None (callers that cut a signal into
+        blocks estimate it over the whole signal; see `model.gate`).
         """
         x = self.split(spec)
         new_state = []
@@ -105,10 +106,7 @@ class Apollo(nn.Module):
             frame_level = (spec.real.square() + spec.imag.square()).mean(dim=-1, keepdim=True).sqrt()
             out = spec + out * frame_level
         if self.config.fill_below_db is not None:
-            if cutoff is None:
-                cutoff = pass_band_top(spec, self.config.fill_below_db)
-            keep = fill_gate(spec.shape[-1], cutoff)
-            out = keep * spec + (1 - keep) * out
+            out = apply_gate(spec, out, *(cut or estimate_cut(spec, self.config.fill_below_db)))
         return out, new_state
 
     def padded_length(self, length: int) -> int:
@@ -121,17 +119,17 @@ class Apollo(nn.Module):
         c = self.config
         return -(-max(length, c.n_fft // 2 + 1) // c.hop) * c.hop + c.n_fft - 2 * c.hop
 
-    def forward(self, audio: Tensor, cutoff: Tensor | None = None) -> Tensor:
-        """``[batch, channels, samples]`` -> same; ``cutoff``: see `spectral_forward` (one per batch * channels)."""
+    def forward(self, audio: Tensor, cut: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """``[batch, channels, samples]`` -> same; ``cut``: see `spectral_forward` (one per batch * channels)."""
         batch, channels, length = audio.shape
         flat = audio.reshape(batch * channels, length)
         padded = self.padded_length(length)
         if padded > length:
             flat = torch.nn.functional.pad(flat, (0, padded - length))
         spec = self.stft(flat)
-        if cutoff is None and self.config.fill_below_db is not None:  # one cut-off per example, all channels
+        if cut is None and self.config.fill_below_db is not None:  # one cut per example, all channels together
             pooled = spec.reshape(batch, channels * spec.shape[1], spec.shape[2])
-            cutoff = pass_band_top(pooled, self.config.fill_below_db).repeat_interleave(channels)
-        restored, _ = self.spectral_forward(spec, cutoff=cutoff)
+            cut = tuple(t.repeat_interleave(channels) for t in estimate_cut(pooled, self.config.fill_below_db))
+        restored, _ = self.spectral_forward(spec, cut=cut)
         out = self.istft(restored, padded)[:, :length]
         return out.reshape(batch, channels, length).to(audio.dtype)

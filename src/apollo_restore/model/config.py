@@ -26,7 +26,8 @@ class ApolloConfig:
     the band the codec cut. The cut-off is the highest bin that comes within this many dB of its frame's
     loudest bin in at least 10 % of the frames (over the clip, or the whole file when restoring in blocks);
     every bin below it passes through from the input unchanged, holes included, so a model cannot damage what
-    the codec kept.
+    the codec kept. Above it the model writes only if the long-term spectrum falls off a cliff there (a
+    codec's cut, not band-limited source material), and no louder than the pass band's top (see `model.gate`).
     """
 
     sample_rate: int = 44100
