@@ -144,3 +144,29 @@ def test_residual_correction_follows_the_frame_level():
         spec[:, 20:30] = 0
         out, _ = model.spectral_forward(spec)
     assert out[:, 20:30].abs().max() == 0 and out[:, 40:].abs().max() > 0
+
+
+def test_gate_writes_across_a_codec_cliff_but_not_on_a_fading_source():
+    """Brick-wall at 8 kHz (an encoder's low-pass): the model writes above it, no louder than the band's top.
+    A source that fades out by itself (-6 dB/kHz from 2 kHz, as band-limited material does): nothing written."""
+    model = tiny_model(residual=True, fill_below_db=60.0)
+    with torch.no_grad():
+        for projection in model.merge.projections:
+            projection.weight.normal_(0, 0.5)
+    noise = np.random.default_rng(0).standard_normal((1, 44100))
+    freqs = np.fft.rfftfreq(noise.shape[1], 1 / 44100)
+    spectrum = np.fft.rfft(noise)
+    cliff = torch.from_numpy(np.fft.irfft(spectrum * (freqs < 8000), n=44100).astype(np.float32))
+    fade_db = -6 * np.clip(freqs - 2000, 0, None) / 1000
+    fade = torch.from_numpy(np.fft.irfft(spectrum * 10 ** (fade_db / 20), n=44100).astype(np.float32))
+    with torch.no_grad():
+        cut, faded = model(cliff[None]), model(fade[None])
+    torch.testing.assert_close(faded[0], fade, atol=1e-5, rtol=0)
+
+    def band(x: torch.Tensor, low: float, high: float) -> float:
+        power = torch.fft.rfft(x[0].double()).abs().square()
+        return float(power[..., (freqs >= low) & (freqs < high)].mean())
+
+    above, top = band(cut[0], 8500, 20000), band(cliff[None], 6000, 8000)
+    assert above > 1e-4 * top  # written: at most 40 dB under the band's top
+    assert above <= 1.01 * top  # capped at the level of the pass band's top
