@@ -135,6 +135,13 @@ def test_evaluate_writes_every_example_table_and_figure(tiny_run):
     table = (out / "table.md").read_text()
     assert "| `input` |" in table and "| `tiny` |" in table and "Vocal (n=2)" in table and "Single Stem" in table
     assert "RTF (ms, cpu)" in table
+    cross = table.split("Per bitrate and category")[1]
+    row_32k = next(line for line in cross.splitlines() if line.startswith("| 32 | `input` |"))
+    *per_category, overall = (cell.strip() for cell in row_32k.strip(" |").split("|")[2:])
+    assert len(per_category) == len({r["category"] for r in rows})
+    inputs_32k = [r for r in rows if r["system"] == "input" and r["bitrate"] == 32]
+    expected_cell = [sum(r[m] for r in inputs_32k) / len(inputs_32k) for m in ("si_snr", "visqol", "lsd_hf")]
+    assert [float(v) for v in overall.split("/")] == pytest.approx(expected_cell, abs=0.006)
     assert (out / "figure2.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "results.csv").read_text().count("\n") == 9
 

@@ -35,12 +35,14 @@ def _mean(values: Iterable[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
-def aggregate(rows: list[dict], by: str | None) -> dict[str, dict[object, dict[str, float]]]:
-    """Mean of every metric per system and per value of ``by`` (``"bitrate"``/``"category"``; ``None``:
-    all rows under ``"overall"``): ``{system: {group: {metric: mean, "n": count}}}``. NaNs are skipped."""
+def aggregate(rows: list[dict], by: str | tuple[str, ...] | None) -> dict[str, dict[object, dict[str, float]]]:
+    """Mean of every metric per system and per value of ``by`` (``"bitrate"``/``"category"``, or a tuple of
+    fields for combined groups; ``None``: all rows under ``"overall"``):
+    ``{system: {group: {metric: mean, "n": count}}}``. NaNs are skipped."""
     groups: dict[str, dict[object, list[dict]]] = {}
     for row in rows:
-        groups.setdefault(row["system"], {}).setdefault(row[by] if by else OVERALL, []).append(row)
+        key = OVERALL if by is None else row[by] if isinstance(by, str) else tuple(row[b] for b in by)
+        groups.setdefault(row["system"], {}).setdefault(key, []).append(row)
     return {system: {group: {"n": len(members), **{m: _mean(r.get(m) for r in members) for m in METRICS}}
                      for group, members in by_group.items()}
             for system, by_group in groups.items()}
@@ -101,6 +103,23 @@ def bitrate_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bitrate_category_markdown(rows: list[dict], metrics: tuple[str, ...] = ("si_snr", "visqol", "lsd_hf")) -> str:
+    """One row per bitrate and system, one column per category: ``SI-SNR/ViSQOL/LSD above cut-off`` means."""
+    cells = aggregate(rows, ("bitrate", "category"))
+    by_bitrate = aggregate(rows, "bitrate")
+    categories = _categories(rows)
+    header = ["Bitrate (kbps)", "System", *(CATEGORY_LABELS.get(c, c) for c in categories), "All"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for bitrate in sorted({row["bitrate"] for row in rows}):
+        for system in _systems_in_order(rows):
+            if bitrate not in by_bitrate[system]:
+                continue
+            row = [_cell(cells[system].get((bitrate, c)), metrics) for c in categories]
+            row.append(_cell(by_bitrate[system][bitrate], metrics))
+            lines.append("| " + " | ".join([str(bitrate or "unknown"), f"`{system}`", *row]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_figure2(rows: list[dict], out_path: str | os.PathLike,
                  metrics: tuple[str, ...] = ("sdr", "si_snr", "visqol", "lsd_hf")) -> Path:
     """Figure 2: one panel per metric, mean vs bitrate, one line per system (markers at each bitrate)."""
@@ -155,7 +174,9 @@ def write_report(rows: list[dict], systems: dict[str, dict], out_dir: str | os.P
                 f"(means over examples).\n\n{table2_markdown(rows, systems)}\n"
                 f"LSD / LSD above the codec cut-off per category:\n\n"
                 f"{table2_markdown(rows, systems, ('lsd', 'lsd_hf'))}\n"
-                f"Per bitrate (Figure 2):\n\n{bitrate_markdown(rows)}")
+                f"Per bitrate (Figure 2):\n\n{bitrate_markdown(rows)}\n"
+                f"Per bitrate and category: SI-SNR (dB) / ViSQOL / LSD above the cut-off:\n\n"
+                f"{bitrate_category_markdown(rows)}")
     atomic_write_text(paths["table.md"], markdown)
     plot_figure2(rows, paths["figure2.png"])
     return paths
