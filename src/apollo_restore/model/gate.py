@@ -69,18 +69,19 @@ def estimate_cut(spec: Tensor, below_db: float) -> tuple[Tensor, Tensor]:
 
 
 def apply_gate(spec: Tensor, out: Tensor, cutoff: Tensor, weight: Tensor) -> Tensor:
-    """Input bins up to the cut-off, the model above it (fading in over two bins), scaled by the cliff weight
-    and capped at the level of the pass band's top; complex ``[batch, frames, bins]``. ``cutoff`` / ``weight``:
-    ``[batch]`` (one per example) or ``[batch, frames]`` (one per frame, for streams)."""
+    """The input plus the model's correction ``out - spec`` above the cut-off only (fading in over two bins),
+    scaled by the cliff weight and, per frame, no louder than the pass band's top; complex
+    ``[batch, frames, bins]``. The input is never taken away. ``cutoff`` / ``weight``: ``[batch]`` (one per
+    example) or ``[batch, frames]`` (one per frame, for streams)."""
     per_frame = (lambda t: t.unsqueeze(-1)) if cutoff.dim() == 2 else (lambda t: t.reshape(-1, 1, 1))
     top, write = per_frame(cutoff), per_frame(weight)
     bins = torch.arange(spec.shape[-1], device=spec.device)
     power = spec.real.square() + spec.imag.square()
     edge = ((bins > top - EDGE_BINS) & (bins <= top)).to(power.dtype)
     edge_level = ((power * edge).sum(-1, keepdim=True) / edge.sum(-1, keepdim=True).clamp_min(1)).sqrt()
-    capped = out * (edge_level / out.abs().clamp_min(1e-12)).clamp(max=1.0)
-    gate = write * ((bins - top) / 2).clamp(0.0, 1.0)
-    return (1 - gate) * spec + gate * capped
+    correction = out - spec
+    capped = correction * (edge_level / correction.abs().clamp_min(1e-12)).clamp(max=1.0)
+    return spec + write * ((bins - top) / 2).clamp(0.0, 1.0) * capped
 
 
 class PassBandTracker:
