@@ -23,8 +23,9 @@ SOUNDING_POWER = 1e-10
 CLIFF_DB = 10.0
 #: bins (50 Hz each at 44.1 kHz) compared on either side of the cut-off, and the gap left above it
 CLIFF_BINS, CLIFF_GAP = 20, 3
-#: bins under the cut-off whose level caps the generated band
+#: bins under the cut-off whose level caps the generated band, and how fast the cap falls above the cut-off
 EDGE_BINS = 40
+CAP_TILT_DB_PER_OCTAVE = 12.0
 
 
 def _frame_stats(spec: Tensor, below_db: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -70,7 +71,8 @@ def estimate_cut(spec: Tensor, below_db: float) -> tuple[Tensor, Tensor]:
 
 def apply_gate(spec: Tensor, out: Tensor, cutoff: Tensor, weight: Tensor) -> Tensor:
     """The input plus the model's correction ``out - spec`` above the cut-off only (fading in over two bins),
-    scaled by the cliff weight and, per frame, no louder than the pass band's top; complex
+    scaled by the cliff weight and, per frame, no louder than the pass band's top falling by
+    ``CAP_TILT_DB_PER_OCTAVE`` (music's spectrum falls with frequency); complex
     ``[batch, frames, bins]``. The input is never taken away. ``cutoff`` / ``weight``: ``[batch]`` (one per
     example) or ``[batch, frames]`` (one per frame, for streams)."""
     per_frame = (lambda t: t.unsqueeze(-1)) if cutoff.dim() == 2 else (lambda t: t.reshape(-1, 1, 1))
@@ -79,8 +81,10 @@ def apply_gate(spec: Tensor, out: Tensor, cutoff: Tensor, weight: Tensor) -> Ten
     power = spec.real.square() + spec.imag.square()
     edge = ((bins > top - EDGE_BINS) & (bins <= top)).to(power.dtype)
     edge_level = ((power * edge).sum(-1, keepdim=True) / edge.sum(-1, keepdim=True).clamp_min(1)).sqrt()
+    octaves = torch.log2((bins + 1) / (top + 1).to(power.dtype)).clamp_min(0)  # distance above the cut-off
+    cap = edge_level * 10 ** (-CAP_TILT_DB_PER_OCTAVE * octaves / 20)
     correction = out - spec
-    capped = correction * (edge_level / correction.abs().clamp_min(1e-12)).clamp(max=1.0)
+    capped = correction * (cap / correction.abs().clamp_min(1e-12)).clamp(max=1.0)
     return spec + write * ((bins - top) / 2).clamp(0.0, 1.0) * capped
 
 
