@@ -16,15 +16,17 @@ from pathlib import Path
 from apollo_restore.checkpoint import load_model, models_root, register_bundled_model, save_model
 
 
-def card(name: str, run: Path, which: str, notes: str) -> str:
-    """A model card from the run's resolved config and metrics log."""
-    model = load_model(run / which)
+def card(name: str, run: Path, which: str, notes: str, weights: Path, step: int | None) -> str:
+    """A model card from the run's resolved config and metrics log (``step``: of a copy of the weights)."""
+    model = load_model(weights)
     c = model.config
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     train_rows = [r for r in rows if "g_rec" in r]
     val_rows = [r for r in rows if "val_si_snr" in r]
-    steps = max((r["step"] for r in rows), default=0)
-    if which == "best" and val_rows:
+    steps = max((r["step"] for r in rows), default=0) if step is None else step
+    if step is not None:
+        which, val_rows = f"copied at step {step}", [r for r in val_rows if r["step"] == step]
+    elif which == "best" and val_rows:
         best_row = max(val_rows, key=lambda r: r["val_si_snr"])
         steps, val_rows = best_row["step"], [best_row]
     trained = [r for r in train_rows if r["step"] <= steps]
@@ -41,7 +43,8 @@ def card(name: str, run: Path, which: str, notes: str) -> str:
     return (
         f"# apollo-restore bundled model `{name}`\n\n"
         f"- Architecture: Apollo {c.feature_dim}x{c.num_layers}, {c.num_heads} heads, {c.num_bands} bands, "
-        f"{'causal' if c.causal else 'non-causal'}, residual head: {c.residual}; "
+        f"{'causal' if c.causal else 'non-causal'}, residual head: {c.residual}, input gate: "
+        f"{'off' if c.fill_below_db is None else f'{c.fill_below_db:g} dB'}; "
         f"{model.num_parameters():,} parameters; {c.sample_rate} Hz.\n"
         f"- Data: `apollo make-data` (music21 scores rendered with FluidSynth and lossless SoundFonts, recorded "
         f"Hydrogen drum kits and guitar strums; train split only), mixed on the fly, MP3 CBR 24-128 kbit/s.\n"
@@ -59,11 +62,15 @@ def main() -> None:
     parser.add_argument("name")
     parser.add_argument("--from", dest="which", default="best", choices=("best", "last"))
     parser.add_argument("--notes", type=Path, help="markdown file: lineage, what was tried, evaluation tables")
+    parser.add_argument("--weights", type=Path, help="a copy of the run's weights taken at --step (instead of --from)")
+    parser.add_argument("--step", type=int, help="the step --weights were copied at")
     args = parser.parse_args()
-    text = card(args.name, args.run, args.which, args.notes.read_text().strip() if args.notes else "")
-    save_model(load_model(args.run / args.which), models_root() / args.name, text)
+    weights = args.weights or args.run / args.which
+    notes = args.notes.read_text().strip() if args.notes else ""
+    text = card(args.name, args.run, args.which, notes, weights, args.step if args.weights else None)
+    save_model(load_model(weights), models_root() / args.name, text)
     register_bundled_model(args.name, text.splitlines()[2].removeprefix("- Architecture: "))
-    print(f"shipped {args.run / args.which} as bundled model {args.name!r}")
+    print(f"shipped {weights} as bundled model {args.name!r}")
 
 
 if __name__ == "__main__":
