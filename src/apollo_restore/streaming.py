@@ -10,8 +10,8 @@ does) and returns an output sample once no later frame can touch it. At the end,
 as the offline pass does. The concatenated output therefore equals ``model(audio)`` on the whole signal, up
 to float rounding. Gated models (``fill_below_db``) are the one exception: a stream cannot see the whole
 signal, so each frame uses the codec cut estimated from the frames so far (`model.gate.PassBandTracker`);
-once that estimate has settled on the whole-signal one (typically within the first second), the stream again
-equals ``model(audio, cut)``.
+once that estimate has settled (0.1 s on an MP3-like test signal) the stream differs from the offline pass
+only at the edge of the cut band.
 
 Latency. Output sample ``n`` is final once frame ``floor((n + pad) / hop)`` is computed, i.e. when input
 sample ``floor((n + pad) / hop) * hop - pad + n_fft - 1`` has arrived: between ``n_fft - hop`` and

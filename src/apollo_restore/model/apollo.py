@@ -43,7 +43,7 @@ class Apollo(nn.Module):
     batch (each channel restored alone with shared weights). STFT: periodic Hann, ``n_fft = win = 20 ms``,
     hop 10 ms, centred frames (reflect padding; zero padding in the causal variant). With ``config.residual``
     the head's output, times each frame's level, is added to the input spectrum; with ``config.fill_below_db``
-    only the input's empty bins are written (see ApolloConfig and `fill_gate`).
+    only the band the codec cut is written (see ApolloConfig and `model.gate`).
     """
 
     def __init__(self, config: ApolloConfig | None = None):

@@ -53,7 +53,8 @@ class ApolloConfig:
         if self.feature_dim % self.num_heads or (self.feature_dim // self.num_heads) % 2:
             problems.append(f"feature_dim {self.feature_dim} must split into {self.num_heads} heads of even size")
         if self.fill_below_db is not None and self.fill_below_db <= 5:
-            problems.append(f"fill_below_db must be above 5 dB (the gate's soft edge), got {self.fill_below_db}")
+            problems.append(f"fill_below_db must be above 5 dB (the pass band is what comes within that much of each "
+                            f"frame's peak), got {self.fill_below_db}")
         if self.conv_kernel % 2 == 0:
             problems.append(f"conv_kernel must be odd, got {self.conv_kernel}")
         widths = self.widths
