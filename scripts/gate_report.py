@@ -35,8 +35,8 @@ def clip_row(model, clean: np.ndarray, degraded: np.ndarray) -> dict[str, float]
     top = int(cutoff)
     deep_edge = int(gate._top_bin(stats[3] / stats[4].clamp_min(1e-30)))
     clean_power = model.stft(torch.from_numpy(clean.T.astype(np.float32))).abs().square().sum(dim=(0, 1)).double()
-    below = clean_power[max(top - gate.CLIFF_BINS + 1, 0): top + 1].mean()
-    above = clean_power[top + gate.CLIFF_GAP: top + gate.CLIFF_GAP + gate.CLIFF_BINS].mean()
+    below = gate._window_mean(clean_power, cutoff - gate.CLIFF_BINS + 1, cutoff + 1)  # the gate's own windows
+    above = gate._window_mean(clean_power, cutoff + gate.CLIFF_GAP, cutoff + gate.CLIFF_GAP + gate.CLIFF_BINS)
     has_above = top + gate.CLIFF_GAP < spec.shape[-1]
     clean_drop = float(10 * torch.log10((below + 1e-30) / (above + 1e-30))) if has_above else np.nan
     hz_per_bin = model.config.sample_rate / model.config.n_fft
