@@ -122,8 +122,9 @@ class PassBandTracker:
 
     def __init__(self, below_db: float, num_bins: int, device: torch.device | str = "cpu"):
         self.below_db = below_db
-        self.bins = num_bins
-        self.state = torch.zeros(3 * num_bins + 2, dtype=torch.float64, device=device)
+        #: width of each `_frame_stats` total in ``state``: present, sounding, power, deep, amplitude
+        self.widths = [num_bins, 1, num_bins, num_bins, 1]
+        self.state = torch.zeros(sum(self.widths), dtype=torch.float64, device=device)
 
     def load(self, state: Tensor) -> None:
         if state.shape != self.state.shape:
@@ -131,12 +132,11 @@ class PassBandTracker:
         self.state = state.to(self.state)
 
     def _split(self, totals: Tensor) -> tuple[Tensor, ...]:
-        b = self.bins
-        return (totals[..., :b], totals[..., b], totals[..., b + 1 : 2 * b + 1], totals[..., 2 * b + 1 : 3 * b + 1],
-                totals[..., 3 * b + 1])
+        parts = totals.split(self.widths, dim=-1)
+        return tuple(part.squeeze(-1) if width == 1 else part for part, width in zip(parts, self.widths, strict=True))
 
     def _frames(self, spec: Tensor) -> Tensor:
-        """Per-frame totals over channels: ``[frames, 3 * bins + 2]``."""
+        """Per-frame totals over channels: ``[frames, sum(widths)]``."""
         stats = [stat.sum(0).to(self.state) for stat in _frame_stats(spec, self.below_db)]
         return torch.cat([stat if stat.dim() == 2 else stat.unsqueeze(-1) for stat in stats], dim=-1)
 
