@@ -28,7 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--out", type=Path, default=Path("evaluation"),
                         help="output folder (results, table.md, figure2.png, restored audio, cache)")
     parser.add_argument("--per-cell", type=int, default=None, metavar="N",
-                        help="use at most N examples per (bitrate, category), by id")
+                        help="use at most N examples per (bitrate, category), in the set's rank order "
+                             "(a real-music set spreads them over recordings and sources), then by id")
+    parser.add_argument("--ids", type=Path, default=None, metavar="FILE",
+                        help="use only the example ids listed in FILE (one per line)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="scoring processes")
     parser.add_argument("--device", default="auto", help="device for restoring: auto (default), cpu, cuda, ...")
     parser.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (the slowest metric)")
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise ApolloError("--jobs must be at least 1")
     evalset = sources.load_testset(args.data) if args.data else sources.load_pairs(args.pairs)
-    evalset.examples = sources.subset(evalset.examples, args.per_cell)
+    ids = sources.read_ids(args.ids) if args.ids else None
+    evalset.examples = sources.subset(evalset.examples, args.per_cell, ids)
     checkpoints = args.checkpoint if args.checkpoint is not None else ([None] if args.data else [])
     config = runner.EvalConfig(out_dir=args.out, checkpoints=tuple(checkpoints), names=tuple(args.name or ()),
                                device=None if args.device in (None, "auto") else args.device, jobs=args.jobs,

@@ -50,14 +50,16 @@ def _audio_by_name(folder: Path) -> dict[str, Path]:
     return files
 
 
-def _read_metadata(path: Path) -> dict[str, dict[str, str]]:
+def read_csv_rows(path: Path, key: str, columns: str) -> dict[str, dict[str, str]]:
+    """Rows of a CSV file keyed by its ``key`` column ({} when the file does not exist); ``columns`` names
+    the other columns for the error message."""
     if not path.is_file():
         return {}
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    if rows and "id" not in rows[0]:
-        raise ApolloError(f"{path}: needs an 'id' column (plus any of bitrate, category, codec)")
-    return {row["id"]: row for row in rows}
+    if rows and key not in rows[0]:
+        raise ApolloError(f"{path}: needs a {key!r} column (plus any of {columns})")
+    return {row[key]: row for row in rows}
 
 
 def load_pairs(directory: str | os.PathLike) -> EvalSet:
@@ -76,7 +78,7 @@ def load_pairs(directory: str | os.PathLike) -> EvalSet:
                           f"e.g. {missing[0]!r}")
     if not references:
         raise ApolloError(f"{directory}/{REFERENCE_DIR}: no audio files")
-    metadata = _read_metadata(directory / METADATA_FILE)
+    metadata = read_csv_rows(directory / METADATA_FILE, "id", "bitrate, category, codec")
     examples = []
     for name, ref in references.items():
         meta = metadata.get(name, {})
@@ -103,15 +105,39 @@ def load_testset(directory: str | os.PathLike) -> EvalSet:
     return EvalSet(load_manifest(directory), source=str(directory))
 
 
-def subset(examples: list[TestExample], per_cell: int | None) -> list[TestExample]:
-    """At most ``per_cell`` examples per (bitrate, category), in id order; all when ``per_cell`` is None."""
+def subset(examples: list[TestExample], per_cell: int | None = None,
+           ids: list[str] | tuple[str, ...] | None = None) -> list[TestExample]:
+    """A fixed subset: the examples named in ``ids`` (all must exist), then at most ``per_cell`` per
+    (bitrate, category) in manifest ``rank`` order, then id; all when both are None. The result keeps the
+    input order.
+
+    A real-music set (``build_mixture_testset``) ranks its files so that ``per_cell=n`` takes ``n``
+    different recordings at each bitrate, spread over their sources; sets without ranks go by id.
+    """
+    kept = list(examples)
+    if ids is not None:
+        wanted = set(ids)
+        missing = sorted(wanted - {e.id for e in kept})
+        if missing:
+            raise ApolloError(f"{len(missing)} requested id(s) not in the set, e.g. {missing[0]!r}")
+        kept = [e for e in kept if e.id in wanted]
     if per_cell is None:
-        return list(examples)
+        return kept
     counts: dict[tuple[int, str], int] = {}
-    kept = []
-    for example in sorted(examples, key=lambda e: e.id):
+    chosen = set()
+    for example in sorted(kept, key=lambda e: (int(e.extra.get("rank", 0)), e.id)):
         cell = (example.bitrate, example.category)
         if counts.get(cell, 0) < per_cell:
             counts[cell] = counts.get(cell, 0) + 1
-            kept.append(example)
-    return kept
+            chosen.add(example.id)
+    return [e for e in kept if e.id in chosen]
+
+
+def read_ids(path: str | os.PathLike) -> list[str]:
+    """Example ids from a text file, one per line (blank lines and ``#`` comments ignored)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as error:
+        raise ApolloError(f"{path}: cannot read the id list ({error.strerror})") from None
+    ids = [line.split("#", 1)[0].strip() for line in lines]
+    return [i for i in ids if i]
