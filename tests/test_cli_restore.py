@@ -179,3 +179,12 @@ def test_console_entry_point_runs(tmp_path, tiny_checkpoint):
     result = subprocess.run([sys.executable, "-m", "apollo_restore", "restore", str(tmp_path / "none.wav")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and result.stderr.count("\n") == 1
+
+
+def test_replacing_an_output_keeps_its_permissions(tmp_path, tiny_checkpoint):
+    src = _write(tmp_path / "in.wav", _music(0.3))
+    out = tmp_path / "private.wav"
+    out.write_bytes(b"old")
+    out.chmod(0o600)
+    assert _restore(str(src), "-o", str(out), "--checkpoint", str(tiny_checkpoint)) == 0
+    assert out.stat().st_mode & 0o777 == 0o600 and sf.info(out).frames == sf.info(src).frames

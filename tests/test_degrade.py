@@ -177,3 +177,19 @@ def test_cli_degrade_folder_mirrors_and_skips(tmp_path, capsys) -> None:
     (tmp_path / "empty").mkdir()
     assert main(["degrade", str(tmp_path / "empty"), str(tmp_path / "y")]) == 1
     assert "no audio files" in capsys.readouterr().err
+
+
+def test_cli_degrade_never_overwrites_its_input(tmp_path, capsys, monkeypatch) -> None:
+    songs = tmp_path / "songs"
+    source = songs / "in.flac"
+    write_audio(source, music_noise(0.5), SR)
+    (tmp_path / "link.flac").symlink_to(source)
+    original = source.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    for out in (source, "songs/../songs/in.flac", "./songs/in.flac", tmp_path / "link.flac"):
+        assert main(["degrade", str(source), str(out)]) == 1, out
+        error = capsys.readouterr().err
+        assert "overwrite the input" in error and error.count("\n") == 1
+    assert main(["degrade", "songs", "songs"]) == 1  # a folder mapped onto itself: in.flac -> in.flac
+    assert "overwrite the input" in capsys.readouterr().err
+    assert source.read_bytes() == original and sorted(p.name for p in songs.iterdir()) == ["in.flac"]

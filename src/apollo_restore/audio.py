@@ -17,7 +17,7 @@ import soundfile as sf
 import soxr
 
 from apollo_restore.errors import ApolloError
-from apollo_restore.files import publish, temp_beside
+from apollo_restore.files import discard, publish, temp_beside
 
 #: extensions `apollo restore` picks up when given a folder
 INPUT_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
@@ -174,7 +174,7 @@ class AtomicAudioWriter:
             self._file = sf.SoundFile(str(self._tmp), "w", samplerate=sample_rate, channels=channels,
                                       subtype=self.subtype, format=self.path.suffix.lstrip(".").upper())
         except Exception as error:
-            self._tmp.unlink(missing_ok=True)
+            discard(self._tmp)
             raise ApolloError(f"{self.path}: cannot write audio ({error})") from None
 
     def write(self, block: np.ndarray) -> None:
@@ -196,7 +196,7 @@ class AtomicAudioWriter:
         if exc_type is None:
             publish(self._tmp, self.path)
         else:
-            self._tmp.unlink(missing_ok=True)
+            discard(self._tmp)
 
 
 def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subtype: str | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 NAME = "degrade"
 HELP = "simulate a lossy codec (MP3/AAC/Opus/low-pass) on a file or folder; output is sample-aligned with IN"
@@ -31,22 +32,30 @@ def run(args: argparse.Namespace) -> int:
     from apollo_restore.audio import INPUT_EXTENSIONS, output_subtype, read_audio, write_audio
     from apollo_restore.degrade import Degradation, degrade_with_info
     from apollo_restore.errors import ApolloError
+    from apollo_restore.files import claim, find_files, missing_input, same_file
 
     spec = Degradation(args.codec, args.bitrate, args.vbr_quality, args.cutoff_hz)
-    source = Path(args.input)
+    source, output = Path(args.input), Path(args.output)
+    if (problem := missing_input(source)) is not None:
+        raise problem
     if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in INPUT_EXTENSIONS and p.is_file())
+        files = find_files(source, INPUT_EXTENSIONS)
         if not files:
             raise ApolloError(f"{source}: no audio files ({', '.join(INPUT_EXTENSIONS)}) in this folder")
-        jobs = [(p, Path(args.output) / p.relative_to(source).with_suffix(f".{args.format}")) for p in files]
-        jobs = [(p, out) for p, out in jobs if not out.exists()]
+        jobs = [(p, output / p.relative_to(source).with_suffix(f".{args.format}")) for p in files]
     else:
-        jobs = [(source, Path(args.output))]
-    output_subtype(jobs[0][1] if jobs else f"x.{args.format}", args.subtype)  # reject a bad output early
+        jobs = [(source, output)]
+    for path, out in jobs:
+        if same_file(path, out):
+            raise ApolloError(f"{path}: output would overwrite the input")
+    output_subtype(jobs[0][1], args.subtype)  # reject a bad output early
     for path, out in tqdm(jobs, desc=spec.label, unit="file", disable=len(jobs) < 2):
-        audio, rate = read_audio(path)
-        degraded, kbps = degrade_with_info(audio, rate, spec)
-        clipped = write_audio(out, degraded, rate, args.subtype)
+        with claim(out) if source.is_dir() else contextlib.nullcontext(True) as mine:
+            if not mine:  # a folder's outputs that exist (or that another process is writing) are skipped
+                continue
+            audio, rate = read_audio(path)
+            degraded, kbps = degrade_with_info(audio, rate, spec)
+            clipped = write_audio(out, degraded, rate, args.subtype)
         rate_note = f", {kbps} kbit/s stream" if kbps else ""
         tqdm.write(f"{out}: {spec.label}{rate_note}, {audio.shape[1] / rate:.1f} s"
                    + (f" ({clipped} samples clipped)" if clipped else ""))

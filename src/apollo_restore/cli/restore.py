@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from apollo_restore.audio import INPUT_EXTENSIONS
-from apollo_restore.errors import ApolloError
+from apollo_restore.errors import ApolloError, one_line
+from apollo_restore.files import claim, find_files, missing_input, same_file
 
 NAME = "restore"
 HELP = "restore lossy-compressed audio files or folders (WAV/FLAC/OGG/MP3 in, WAV/FLAC out)"
@@ -31,7 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subtype", default=None,
                         help="sample format, e.g. FLOAT (WAV default), PCM_24 (FLAC default), PCM_16")
     parser.add_argument("--keep-sr", action="store_true", help="write at the input's sample rate, not the model's")
-    parser.add_argument("--skip-existing", action="store_true", help="skip inputs whose output already exists")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="skip inputs whose output exists or that another apollo process is restoring (so "
+                             "several processes can share one folder)")
     parser.add_argument("--checkpoint", default=None,
                         help="model folder, .safetensors, reference .bin/.ckpt, or bundled name (default: default)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
@@ -63,8 +68,10 @@ def _collect(inputs: list[Path], output: Path | None, suffix: str) -> list[Job]:
         raise ApolloError(f"{out_dir}: an output file needs exactly one input file")
     jobs = []
     for item in inputs:
+        if (problem := missing_input(item)) is not None:
+            raise problem
         if item.is_dir():
-            files = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in INPUT_EXTENSIONS)
+            files = find_files(item, INPUT_EXTENSIONS)
             if not files:
                 raise ApolloError(f"{item}: no audio files ({', '.join(INPUT_EXTENSIONS)}) in this folder")
             jobs += [Job(f, (out_dir / f.relative_to(item)).with_suffix(suffix)) for f in files]
@@ -75,19 +82,18 @@ def _collect(inputs: list[Path], output: Path | None, suffix: str) -> list[Job]:
 
 def _checked(jobs: list[Job]) -> list[Job]:
     """Refuse jobs that would overwrite their input or write one output twice."""
-    seen: dict[Path, Path] = {}
+    seen: dict[str, Path] = {}
     for job in jobs:
-        if job.dst.resolve() in seen:
-            raise ApolloError(f"{job.src} and {seen[job.dst.resolve()]} would both write {job.dst}")
-        if job.dst.resolve() == job.src.resolve():
+        key = os.path.realpath(job.dst)
+        if key in seen:
+            raise ApolloError(f"{job.src} and {seen[key]} would both write {job.dst}")
+        if same_file(job.dst, job.src):
             raise ApolloError(f"{job.src}: output would overwrite the input")
-        seen[job.dst.resolve()] = job.src
+        seen[key] = job.src
     return jobs
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from apollo_restore.audio import read_audio, resample
     from apollo_restore.checkpoint import load_model
     from apollo_restore.inference import Restorer, pick_device
@@ -108,27 +114,12 @@ def run(args: argparse.Namespace) -> int:
     restorer = Restorer(model, device, args.block_seconds)
     failures = 0
     for job in jobs:
-        if args.skip_existing and job.dst.exists():
-            print(f"{job.src}: skipped ({job.dst} exists)")
-            continue
-        bar = tqdm(total=0, unit="s", unit_scale=1 / model.config.sample_rate, desc=job.src.name, leave=False,
-                   disable=args.quiet or None, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]")
-
-        def progress(done: int, total: int, bar=bar) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-        try:
-            result = restorer.restore_file(job.src, job.dst, args.subtype, args.keep_sr, progress)
-        except ApolloError as error:
-            if len(jobs) == 1:
-                raise
-            failures += 1
-            print(f"apollo restore: error: {error}", file=sys.stderr)
-            continue
-        finally:
-            bar.close()
-        print(result.summary())
+        with claim(job.dst) if args.skip_existing else contextlib.nullcontext(True) as mine:
+            if not mine:
+                why = "exists" if job.dst.exists() else "is being written by another apollo process"
+                print(f"{job.src}: skipped ({job.dst} {why})")
+                continue
+            failures += not _restore_one(job, args, restorer, model.config.sample_rate, len(jobs))
     if args.spectrogram:
         from apollo_restore.evaluate.spectrogram import plot_spectrograms
 
@@ -140,3 +131,27 @@ def run(args: argparse.Namespace) -> int:
     if failures:
         raise ApolloError(f"{failures} of {len(jobs)} files failed")
     return 0
+
+
+def _restore_one(job: Job, args: argparse.Namespace, restorer, sample_rate: int, jobs: int) -> bool:
+    """Restore one job with a progress bar; False (after one error line) if it failed in a batch."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="s", unit_scale=1 / sample_rate, desc=job.src.name, leave=False,
+               disable=args.quiet or None, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        result = restorer.restore_file(job.src, job.dst, args.subtype, args.keep_sr, progress)
+    except ApolloError as error:
+        if jobs == 1:
+            raise
+        print(f"apollo restore: error: {one_line(error)}", file=sys.stderr)
+        return False
+    finally:
+        bar.close()
+    print(result.summary())
+    return True

@@ -1,0 +1,37 @@
+"""Optional dependencies: which extra of apollo-restore installs each optional import.
+
+Subcommands import these inside ``run``; when one is missing, the CLI says which extra to install instead of
+ending in ``ModuleNotFoundError`` (:func:`missing_extra`). ``tests/test_extras.py`` checks this table against
+the extras in ``pyproject.toml``.
+"""
+
+from __future__ import annotations
+
+#: top-level import name -> (distribution on PyPI, extra that installs it)
+OPTIONAL_IMPORTS: dict[str, tuple[str, str]] = {
+    "lameenc": ("lameenc", "codecs"),
+    "miniaudio": ("miniaudio", "codecs"),
+    "av": ("av", "codecs"),
+    "music21": ("music21", "data"),
+    "fluidsynth": ("pyfluidsynth", "data"),
+    "scipy": ("scipy", "data"),
+    "yaml": ("pyyaml", "train"),
+    "tensorboard": ("tensorboard", "train"),
+    "fast_bss_eval": ("fast-bss-eval", "eval"),
+    "visqol": ("visqol-python", "eval"),
+    "numba": ("numba", "eval"),
+}
+
+
+def missing_extra(error: BaseException) -> str | None:
+    """For an ImportError of one of :data:`OPTIONAL_IMPORTS` (also one raised while handling it, as
+    ``torch.utils.tensorboard`` does), a one-line message naming the extra to install; else None."""
+    seen: BaseException | None = error
+    while seen is not None:
+        name = (getattr(seen, "name", None) or "").split(".")[0]
+        if isinstance(seen, ImportError) and name in OPTIONAL_IMPORTS:
+            distribution, extra = OPTIONAL_IMPORTS[name]
+            return (f"this needs the optional package {distribution!r}, which is not installed: "
+                    f"pip install 'apollo-restore[{extra}]'")
+        seen = seen.__cause__ or seen.__context__
+    return None
