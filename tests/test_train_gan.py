@@ -18,6 +18,7 @@ from apollo_restore.train.losses import (
     adversarial_loss,
     discriminator_loss,
     feature_matching_loss,
+    mean_logit,
 )
 
 SR = 44100
@@ -74,6 +75,61 @@ def test_discriminator_is_level_invariant_and_sees_both_channels():
     assert not torch.allclose(logits[0], swapped[0])
 
 
+def quiet_high_band(batch: int = 2, seconds: float = 0.5, seed: int = 0, db: float = -50.0
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(without, with) a noise band above 8 kHz ``db`` under the loud low band: ``[batch, 2, samples]`` each."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.randn(batch, 2, int(seconds * SR), generator=g)
+    high = torch.randn(batch, 2, low.shape[-1], generator=g)
+    freqs = torch.fft.rfftfreq(low.shape[-1], 1 / SR)
+    low = torch.fft.irfft(torch.fft.rfft(low) * (freqs < 8000), n=low.shape[-1])
+    high = torch.fft.irfft(torch.fft.rfft(high) * (freqs >= 8000), n=low.shape[-1])
+    return low, low + 10 ** (db / 20) * high * low.std() / high.std()
+
+
+def test_log_magnitude_discriminator_is_level_invariant_and_sees_a_quiet_band():
+    torch.manual_seed(0)
+    config = DiscriminatorConfig(fft_sizes=(64, 512), hidden_channels=4, spectrum="log_magnitude")
+    d = MultiResolutionDiscriminator(config).eval()
+    assert d.discriminators[0].hidden[0][0].in_channels == 2  # one map per audio channel
+    without, with_band = quiet_high_band()
+    for a, b in zip(d(without)[0], d(1e-3 * without)[0], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    silent, _ = d(torch.zeros_like(without))
+    assert all(torch.isfinite(t).all() for t in silent)
+
+    def change(disc: MultiResolutionDiscriminator) -> float:
+        """How much adding the -50 dB band moves the logits, relative to their spread."""
+        with torch.no_grad():
+            a, b = disc(without)[0][1], disc(with_band)[0][1]
+        return float((a - b).abs().mean() / (a.std() + 1e-12))
+
+    torch.manual_seed(0)
+    paper = MultiResolutionDiscriminator(DiscriminatorConfig(fft_sizes=(64, 512), hidden_channels=4)).eval()
+    assert change(d) > 10 * change(paper), (change(d), change(paper))
+
+
+def test_log_magnitude_discriminator_learns_to_separate_a_missing_quiet_band():
+    """A few discriminator steps: real clips carry a -40 dB high band, 'restored' ones lack it. The margin
+    D(real) - D(restored) that the trainer records leaves chance (0) for the log-magnitude input."""
+    torch.manual_seed(0)
+    config = DiscriminatorConfig(fft_sizes=(512,), hidden_channels=4, spectrum="log_magnitude")
+    d = MultiResolutionDiscriminator(config)
+    opt = torch.optim.AdamW(d.parameters(), 1e-3, betas=(0.5, 0.99))
+    for step in range(100):
+        fake, real = quiet_high_band(seconds=0.25, seed=step, db=-40)
+        logits, _ = d(torch.cat([fake, real]))
+        loss = discriminator_loss([t[2:] for t in logits], [t[:2] for t in logits])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    fake, real = quiet_high_band(seconds=0.25, seed=1000, db=-40)
+    with torch.no_grad():
+        logits, _ = d(torch.cat([fake, real]))
+    margin = mean_logit([t[2:] for t in logits]) - mean_logit([t[:2] for t in logits])
+    assert margin > 0.25, margin  # the paper's complex input stays at 0.000 here (docs/training.md)
+
+
 def test_losses_follow_equations():
     ones, zeros = [torch.ones(2, 1, 3, 4)] * 2, [torch.zeros(2, 1, 3, 4)] * 2
     assert discriminator_loss(ones, zeros) == 0 and discriminator_loss(zeros, ones) == 2
@@ -97,7 +153,8 @@ def test_one_gan_step_updates_both_networks():
     degraded, clean = clips(batch=2)
     g0, d0 = snapshot(trainer.generator), snapshot(trainer.discriminator)
     metrics = trainer.step(degraded, clean, adversarial=True)
-    assert {"d_loss", "g_adv", "g_fm", "g_rec", "g_total", "g_grad_norm", "d_grad_norm"} <= set(metrics)
+    assert {"d_loss", "g_adv", "g_fm", "g_rec", "g_total", "g_grad_norm", "d_grad_norm", "d_margin"} <= set(metrics)
+    assert metrics["d_margin"] == pytest.approx(metrics["d_real"] - metrics["d_fake"])
     assert metrics["g_total"] == pytest.approx(metrics["g_rec"] + metrics["g_fm"] + metrics["g_adv"], rel=1e-5)
     for before, module in ((g0, trainer.generator), (d0, trainer.discriminator)):
         changed = [k for k, v in module.named_parameters() if not torch.equal(v, before[k])]

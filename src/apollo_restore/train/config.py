@@ -22,11 +22,19 @@ PAPER_FFT_SIZES = (32, 64, 128, 256, 512, 1024, 2048)
 
 @dataclass
 class DiscriminatorConfig:
-    """Multi-resolution STFT discriminator (Table I): one 7-layer 2-D conv net per STFT size."""
+    """Multi-resolution STFT discriminator (Table I): one 7-layer 2-D conv net per STFT size.
+
+    ``spectrum`` is what each sub-discriminator sees: ``complex`` (the paper: Re/Im of every channel, waveform
+    divided by its L2 norm) or ``log_magnitude`` (not in the paper: ``ln |S|`` of every channel relative to the
+    example's loudest bin, floored ``LOG_RANGE_DB`` below it). On linear Re/Im the band a codec cuts sits 40-60 dB
+    under the rest and is nearly invisible, so the paper's discriminator stayed at LSGAN chance on 2 CPU cores;
+    on log magnitudes that band weighs as much as the pass band.
+    """
 
     fft_sizes: tuple[int, ...] = PAPER_FFT_SIZES
     hidden_channels: int = 8  # first layer width; doubles at every layer up to 32x
-    audio_channels: int = 2  # Re/Im of each channel are stacked: 2 * audio_channels input maps
+    audio_channels: int = 2  # input maps: Re/Im of each channel (complex) or one map per channel (log_magnitude)
+    spectrum: Literal["complex", "log_magnitude"] = "complex"
 
     def __post_init__(self) -> None:
         if not self.fft_sizes or any(n < 4 for n in self.fft_sizes):

@@ -1,7 +1,8 @@
 """Multi-resolution STFT discriminator (paper Table I).
 
 Each sub-discriminator sees the Re/Im parts of every audio channel's STFT at one resolution, stacked as
-``2 * channels`` input maps, and runs seven 3x3 conv layers (widths h, 2h, ..., 32h, 1; strides 1, 2, 1, 2, 1,
+``2 * channels`` input maps (or, with ``spectrum: log_magnitude``, one log-magnitude map per channel), and runs
+seven 3x3 conv layers (widths h, 2h, ..., 32h, 1; strides 1, 2, 1, 2, 1,
 2, 1), spectral norm and LeakyReLU(0.2) on all but the last. The waveform is first divided by its own L2
 norm over channels and time, so the discriminator is blind to level. With the paper's 7 resolutions and
 h = 8 it has 2.77 M parameters.
@@ -19,16 +20,27 @@ from apollo_restore.train.spectral import stft
 
 #: (width multiplier, stride) of the six hidden layers; the seventh maps to one logit map with stride 1
 _HIDDEN_LAYERS = ((1, 1), (2, 2), (4, 1), (8, 2), (16, 1), (32, 2))
+#: dynamic range of the log-magnitude input: bins further below the example's loudest bin are floored
+LOG_RANGE_DB = 100.0
+
+
+def log_magnitude(spec: torch.Tensor) -> torch.Tensor:
+    """complex ``[batch, channels, freq, frames]`` -> ``ln(|S| + floor) - ln(max |S|)`` (<= ~0, level-invariant),
+    the floor ``LOG_RANGE_DB`` below each example's loudest bin (silence gives a finite constant)."""
+    magnitude = spec.abs()
+    peak = magnitude.flatten(1).amax(dim=1).reshape(-1, 1, 1, 1) + torch.finfo(torch.float32).tiny
+    return torch.log(magnitude / peak + 10 ** (-LOG_RANGE_DB / 20))
 
 
 class SpectrogramDiscriminator(nn.Module):
     """One resolution: ``[batch, channels, samples]`` -> logits ``[batch, 1, F', T']`` and 6 feature maps."""
 
-    def __init__(self, n_fft: int, audio_channels: int, hidden_channels: int) -> None:
+    def __init__(self, n_fft: int, audio_channels: int, hidden_channels: int, spectrum: str = "complex") -> None:
         super().__init__()
         self.n_fft = n_fft
+        self.spectrum = spectrum
         layers: list[nn.Module] = []
-        width = 2 * audio_channels
+        width = audio_channels if spectrum == "log_magnitude" else 2 * audio_channels
         for multiplier, stride in _HIDDEN_LAYERS:
             conv = nn.Conv2d(width, hidden_channels * multiplier, kernel_size=3, stride=stride, padding=1)
             layers.append(nn.Sequential(spectral_norm(conv), nn.LeakyReLU(0.2)))
@@ -38,8 +50,11 @@ class SpectrogramDiscriminator(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``audio [batch, channels, samples]`` (already level-normalised) -> (logits, feature maps)."""
-        spec = torch.view_as_real(stft(audio, self.n_fft))  # [batch, channels, freq, frames, 2]
-        x = rearrange(spec, "b c f t ri -> b (c ri) f t").to(audio.dtype)
+        spec = stft(audio, self.n_fft)  # [batch, channels, freq, frames]
+        if self.spectrum == "log_magnitude":
+            x = log_magnitude(spec).to(audio.dtype)
+        else:
+            x = rearrange(torch.view_as_real(spec), "b c f t ri -> b (c ri) f t").to(audio.dtype)
         features = []
         for layer in self.hidden:
             x = layer(x)
@@ -54,7 +69,8 @@ class MultiResolutionDiscriminator(nn.Module):
         super().__init__()
         self.config = config or DiscriminatorConfig()
         self.discriminators = nn.ModuleList(
-            SpectrogramDiscriminator(n_fft, self.config.audio_channels, self.config.hidden_channels)
+            SpectrogramDiscriminator(n_fft, self.config.audio_channels, self.config.hidden_channels,
+                                     self.config.spectrum)
             for n_fft in self.config.fft_sizes
         )
 

@@ -24,7 +24,12 @@ from apollo_restore.model import Apollo
 from apollo_restore.train.config import ExperimentConfig
 from apollo_restore.train.discriminator import MultiResolutionDiscriminator
 from apollo_restore.train.distributed import DistributedContext
-from apollo_restore.train.losses import SpectralReconstructionLoss, discriminator_loss, generator_loss
+from apollo_restore.train.losses import (
+    SpectralReconstructionLoss,
+    discriminator_loss,
+    generator_loss,
+    mean_logit,
+)
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -124,6 +129,9 @@ class GANTrainer:
                 loss_d, self.discriminator.parameters(), self.d_opt, self.d_scaler
             )
             metrics["d_loss"] = float(loss_d.detach())
+            # how far apart the discriminator holds real and restored clips (0 at chance, 1 when it separates them)
+            metrics["d_real"], metrics["d_fake"] = mean_logit(real_logits), mean_logit(fake_logits)
+            metrics["d_margin"] = metrics["d_real"] - metrics["d_fake"]
             # generator pass through the updated, frozen discriminator (no DDP: its weights get no gradient)
             self.discriminator.requires_grad_(False)
             try:

@@ -24,6 +24,11 @@ def discriminator_loss(real_logits: list[torch.Tensor], fake_logits: list[torch.
     return torch.stack(terms).mean()
 
 
+def mean_logit(logits: list[torch.Tensor]) -> float:
+    """Mean discriminator output over resolutions (LSGAN targets: 1 real, 0 fake; 0.5 both at chance)."""
+    return float(torch.stack([t.detach().float().mean() for t in logits]).mean())
+
+
 def adversarial_loss(fake_logits: list[torch.Tensor]) -> torch.Tensor:
     """Generator side of LSGAN: mean over resolutions of ``E[(D(fake) - 1)^2]``."""
     return torch.stack([(f.float() - 1).pow(2).mean() for f in fake_logits]).mean()

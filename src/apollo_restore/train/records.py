@@ -73,7 +73,7 @@ def plot_losses(metrics_path: str | Path, figure_path: str | Path) -> Path | Non
     valid = [r for r in records if "val_si_snr" in r]
     if not train:
         return None
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
     steps = [r["step"] for r in train]
     axes[0].plot(steps, [r["g_rec"] for r in train], label="reconstruction (eq. 4)")
     if any("g_fm" in r for r in train):
@@ -87,6 +87,11 @@ def plot_losses(metrics_path: str | Path, figure_path: str | Path) -> Path | Non
         axes[1].plot([r["step"] for r in adv], [r["g_adv"] for r in adv], label="generator LSGAN")
         axes[1].plot([r["step"] for r in adv], [r["d_loss"] for r in adv], label="discriminator LSGAN (eq. 3)")
     axes[1].set_title("adversarial losses")
+    margin = [r for r in adv if "d_margin" in r]
+    if margin:
+        axes[3].plot([r["step"] for r in margin], [r["d_margin"] for r in margin], label="D(real) - D(restored)")
+        axes[3].axhline(0.0, color="gray", linestyle=":", label="chance")
+    axes[3].set_title("discriminator real/restored margin")
     if valid:
         axes[2].plot([r["step"] for r in valid], [r["val_si_snr"] for r in valid], "o-", label="restored")
         axes[2].plot([r["step"] for r in valid], [r["val_si_snr_input"] for r in valid], "--", label="degraded input")
