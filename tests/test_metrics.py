@@ -97,7 +97,7 @@ def test_codec_cutoff_of_real_mp3_matches_lame_lowpass(bitrate, low, high):
 
 def test_score_has_every_metric_and_marks_no_high_band_as_nan():
     x = _noise((1, SR))
-    result = metrics.score(x, 0.5 * x, SR, cutoff_hz=SR / 2, with_visqol=False)
+    result = metrics.score(x, 0.5 * x, SR, cutoff_hz=SR / 2, which=("sdr", "si_snr", "lsd", "lsd_hf", "env_corr"))
     assert set(result) == set(metrics.METRICS)
     assert np.isnan(result["visqol"]) and np.isnan(result["lsd_hf"])
     assert result["lsd"] == pytest.approx(2 * np.log10(2), abs=1e-4)
@@ -111,3 +111,24 @@ def test_score_has_every_metric_and_marks_no_high_band_as_nan():
 def test_bad_inputs_are_apollo_errors(ref, est):
     with pytest.raises(ApolloError):
         metrics.si_snr(ref, est)
+
+
+def test_envelope_correlation_rewards_a_band_that_follows_the_music():
+    """A high band whose loudness rises and falls with the original's scores ~1 at any level; a stationary band
+    of the same average level scores ~0; no high band (cut-off at Nyquist) is NaN."""
+    rng = np.random.default_rng(3)
+    t = np.arange(2 * SR) / SR
+    envelope = 0.05 + np.abs(np.sin(2 * np.pi * 1.5 * t)) ** 3  # notes coming and going
+    freqs = np.fft.rfftfreq(t.size, 1 / SR)
+
+    def high_band(seed: int) -> np.ndarray:
+        noise = np.random.default_rng(seed).standard_normal(t.size)
+        return np.fft.irfft(np.fft.rfft(noise) * (freqs > 8000), n=t.size)
+
+    low = np.fft.irfft(np.fft.rfft(rng.standard_normal(t.size)) * (freqs < 7000), n=t.size)
+    reference = (envelope * (low + 0.1 * high_band(1)))[None]
+    following = (envelope * (low + 0.01 * high_band(2)))[None]  # 20 dB quieter, other noise, same envelope
+    stationary = (envelope * low + 0.1 * np.sqrt(np.mean(envelope**2)) * high_band(2))[None]
+    assert metrics.envelope_correlation(reference, following, SR, 8000.0) > 0.9
+    assert abs(metrics.envelope_correlation(reference, stationary, SR, 8000.0)) < 0.3
+    assert np.isnan(metrics.envelope_correlation(reference, following, SR, SR / 2))

@@ -30,8 +30,13 @@ CUTOFF_DROP_DB = -20.0
 CUTOFF_ABOVE_FLOOR_DB = 10.0
 #: bins of the median smoothing applied before locating the cut-off (~250 Hz at 44.1 kHz)
 CUTOFF_SMOOTH_BINS = 12
-#: metric names in report order; "lsd_hf" is LSD above the codec cut-off
-METRICS = ("sdr", "si_snr", "visqol", "lsd", "lsd_hf")
+#: envelope correlation: frame length (s), and frames whose reference band energy is more than this (dB) under
+#: the band's loudest frame are left out (silence against silence says nothing about following the music)
+ENVELOPE_FRAME_SECONDS = 0.02
+ENVELOPE_RANGE_DB = 60.0
+#: metric names in report order; "lsd_hf" is LSD above the codec cut-off, "env_corr" the envelope correlation
+#: of the band above it
+METRICS = ("sdr", "si_snr", "visqol", "lsd", "lsd_hf", "env_corr")
 
 
 def _pair(reference: np.ndarray, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -121,6 +126,32 @@ def lsd(reference: np.ndarray, estimate: np.ndarray, sample_rate: int, min_hz: f
     return _lsd(_log_power(ref), _log_power(est), sample_rate, min_hz)
 
 
+def envelope_correlation(reference: np.ndarray, estimate: np.ndarray, sample_rate: int, cutoff_hz: float) -> float:
+    """How well the band above ``cutoff_hz`` follows the music: Pearson correlation over 20 ms frames of the
+    band's energy in dB (channels summed), reference against estimate; NaN when there is no such band or fewer
+    than 3 frames where the reference band sounds (within ``ENVELOPE_RANGE_DB`` of its loudest frame).
+
+    A written band that is stationary (the same level in every frame) scores near 0, one that rises and falls
+    with the original's scores near 1, whatever its overall level.
+    """
+    ref, est = _pair(reference, estimate)
+    n_fft = max(2, round(ENVELOPE_FRAME_SECONDS * sample_rate))
+    band = bin_frequencies(sample_rate, n_fft) >= cutoff_hz
+    if cutoff_hz >= sample_rate / 2 or not band.any():
+        return float("nan")
+    energy_ref = power_spectrogram(ref, n_fft, n_fft)[..., band].sum(axis=(0, -1))  # [frames]
+    energy_est = power_spectrogram(est, n_fft, n_fft)[..., band].sum(axis=(0, -1))
+    sounding = energy_ref > energy_ref.max() * 10 ** (-ENVELOPE_RANGE_DB / 10)
+    if sounding.sum() < 3 or energy_ref.max() <= 0:
+        return float("nan")
+    floor = energy_ref.max() * 1e-12
+    db_ref = 10 * np.log10(energy_ref[sounding] + floor)
+    db_est = 10 * np.log10(energy_est[sounding] + floor)
+    if db_ref.std() == 0 or db_est.std() == 0:
+        return 0.0
+    return float(np.corrcoef(db_ref, db_est)[0, 1])
+
+
 def _smooth_db(power: np.ndarray) -> np.ndarray:
     """Median over ``CUTOFF_SMOOTH_BINS`` neighbouring bins of ``10 log10 power`` (floored at 1e-20)."""
     level = 10 * np.log10(power + 1e-20)
@@ -152,18 +183,24 @@ def codec_cutoff_hz(reference: np.ndarray, degraded: np.ndarray, sample_rate: in
 
 
 def score(reference: np.ndarray, estimate: np.ndarray, sample_rate: int, cutoff_hz: float,
-          with_visqol: bool = True) -> dict[str, float]:
-    """All metrics of ``METRICS`` for one estimate.
+          which: tuple[str, ...] = METRICS) -> dict[str, float]:
+    """The metrics named in ``which`` (default all of ``METRICS``) for one estimate; the others are NaN.
 
-    ``visqol`` is NaN when ``with_visqol`` is False; ``lsd_hf`` is NaN when the cut-off is at Nyquist
-    (nothing was removed, so there is no high band to score).
+    ``lsd_hf`` and ``env_corr`` are NaN when the cut-off is at Nyquist (nothing was removed, so there is no
+    high band to score).
     """
+    unknown = set(which) - set(METRICS)
+    if unknown:
+        raise ApolloError(f"unknown metric(s) {sorted(unknown)}; known: {', '.join(METRICS)}")
     ref, est = _pair(reference, estimate)
-    log_ref, log_est = _log_power(ref), _log_power(est)
-    return {
-        "sdr": sdr(ref, est),
-        "si_snr": si_snr(ref, est),
-        "visqol": visqol(ref, est, sample_rate) if with_visqol else np.nan,
-        "lsd": _lsd(log_ref, log_est, sample_rate, 0.0),
-        "lsd_hf": _lsd(log_ref, log_est, sample_rate, cutoff_hz) if cutoff_hz < sample_rate / 2 else np.nan,
+    has_band = cutoff_hz < sample_rate / 2
+    log_ref, log_est = (_log_power(ref), _log_power(est)) if {"lsd", "lsd_hf"} & set(which) else (None, None)
+    compute = {
+        "sdr": lambda: sdr(ref, est),
+        "si_snr": lambda: si_snr(ref, est),
+        "visqol": lambda: visqol(ref, est, sample_rate),
+        "lsd": lambda: _lsd(log_ref, log_est, sample_rate, 0.0),
+        "lsd_hf": lambda: _lsd(log_ref, log_est, sample_rate, cutoff_hz) if has_band else np.nan,
+        "env_corr": lambda: envelope_correlation(ref, est, sample_rate, cutoff_hz),
     }
+    return {name: compute[name]() if name in which else np.nan for name in METRICS}

@@ -25,14 +25,16 @@ from apollo_restore.files import atomic_write_text
 CATEGORY_LABELS = {"vocal": "Vocal", "single_stem": "Single Stem", "multi_stem": "Multi-Stems",
                    "multi_stem_vocal": "Multi-Stems+Vocal"}
 METRIC_LABELS = {"sdr": "SDR (dB)", "si_snr": "SI-SNR (dB)", "visqol": "ViSQOL", "lsd": "LSD (lower is better)",
-                 "lsd_hf": "LSD above cut-off (lower is better)"}
+                 "lsd_hf": "LSD above cut-off (lower is better)", "env_corr": "envelope corr. above cut-off (median)"}
+#: metrics summarised by their median rather than their mean (a correlation's mean is not meaningful)
+MEDIAN_METRICS = frozenset({"env_corr"})
 OVERALL = "overall"
 ROW_FIELDS = ("id", "system", "bitrate", "category", "codec", "cutoff_hz", "seconds", *METRICS)
 
 
-def _mean(values: Iterable[float]) -> float:
+def _summary(values: Iterable[float], median: bool = False) -> float:
     finite = [v for v in values if v is not None and not math.isnan(v)]
-    return float(np.mean(finite)) if finite else math.nan
+    return float((np.median if median else np.mean)(finite)) if finite else math.nan
 
 
 def aggregate(rows: list[dict], by: str | tuple[str, ...] | None) -> dict[str, dict[object, dict[str, float]]]:
@@ -43,7 +45,8 @@ def aggregate(rows: list[dict], by: str | tuple[str, ...] | None) -> dict[str, d
     for row in rows:
         key = OVERALL if by is None else row[by] if isinstance(by, str) else tuple(row[b] for b in by)
         groups.setdefault(row["system"], {}).setdefault(key, []).append(row)
-    return {system: {group: {"n": len(members), **{m: _mean(r.get(m) for r in members) for m in METRICS}}
+    return {system: {group: {"n": len(members), **{m: _summary((r.get(m) for r in members), m in MEDIAN_METRICS)
+                                                               for m in METRICS}}
                      for group, members in by_group.items()}
             for system, by_group in groups.items()}
 

@@ -29,7 +29,7 @@ INPUT_SYSTEM = "input"
 CACHE_FILE = "cache.jsonl"
 RESTORED_DIR = "restored"
 #: bump when a metric's definition changes, so cached scores are recomputed
-METRIC_VERSION = 2
+METRIC_VERSION = 3
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
@@ -94,7 +94,8 @@ def score_job(job: ScoreJob) -> dict:
         raise ApolloError(f"{job.estimate}: {estimate.shape[0]} channel(s), reference has {reference.shape[0]}")
     try:
         cutoff = metrics.codec_cutoff_hz(reference, degraded, sr)
-        values = metrics.score(reference, estimate, sr, cutoff, with_visqol=job.visqol)
+        which = metrics.METRICS if job.visqol else tuple(m for m in metrics.METRICS if m != "visqol")
+        values = metrics.score(reference, estimate, sr, cutoff, which)
     except ApolloError as error:
         raise ApolloError(f"{job.example_id} ({job.system}): {error}") from None
     return {"id": job.example_id, "system": job.system, **job.meta, "cutoff_hz": round(cutoff, 1),
