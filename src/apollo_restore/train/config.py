@@ -73,17 +73,28 @@ class OptimConfig:
 
 @dataclass
 class ValidationConfig:
-    """Validation SI-SNR for early stopping and the best checkpoint.
+    """What chooses the best checkpoint and stops training early (see `train.validation`).
 
-    ``directory`` is a pre-rendered set (``apollo make-data`` layout with ``manifest.jsonl``), of which
-    ``items`` evenly spaced clips are used; without one, a fixed draw of ``items`` clips from the ``split`` of
-    the training data.
+    ``directory`` is a pre-rendered set (``manifest.jsonl`` layout of `apollo make-testset`, e.g. the
+    real-music set), of which ``items`` evenly spaced clips are used, each cut to its central ``clip_seconds``
+    (None: whole clips); without one, a fixed draw of ``items`` clips from the ``split`` of the training data.
+    ``select`` is the metric the best checkpoint is chosen by; with ``si_snr_limit_db`` a checkpoint whose mean
+    SI-SNR is more than that below the degraded input's is never chosen.
     """
 
     directory: Path | None = None
     split: str = "valid"
     items: int = 32  # clips used per validation (evenly spaced over the set)
     every_epochs: int = 1
+    clip_seconds: float | None = None
+    select: Literal["si_snr", "visqol", "lsd_hf", "visqol_lsd_hf"] = "si_snr"
+    si_snr_limit_db: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.items < 1 or self.every_epochs < 1:
+            raise ValueError("items and every_epochs must be >= 1")
+        if self.clip_seconds is not None and not self.clip_seconds > 0.5:
+            raise ValueError("clip_seconds must be above 0.5 s (or null for whole clips)")
 
 
 @dataclass

@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 from apollo_restore.checkpoint import save_model
 from apollo_restore.errors import ApolloError
-from apollo_restore.evaluate.metrics import si_snr
 from apollo_restore.files import atomic_write
+from apollo_restore.train import validation
 from apollo_restore.train.config import ExperimentConfig, dump_config
 from apollo_restore.train.distributed import (
     DistributedContext,
@@ -56,9 +56,17 @@ class Progress:
     step: int = 0  # optimizer steps done
     epoch: int = 0  # epochs completed
     batch_in_epoch: int = 0  # steps done in the current (unfinished) epoch
-    best_si_snr: float | None = None  # best validation SI-SNR so far (dB)
+    best_score: float | None = None  # best validation selection score so far (``validation.select``)
     best_step: int | None = None
     bad_epochs: int = 0  # validations since the best one (early stopping at ``patience``)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Progress:
+        """From ``state.pt``'s ``progress``; states written before selection by any metric had ``best_si_snr``."""
+        state = dict(state)
+        if "best_si_snr" in state:
+            state["best_score"] = state.pop("best_si_snr")
+        return cls(**state)
 
 
 class _StopRequest:
@@ -139,6 +147,7 @@ class Trainer:
         _seed_everything(tc.seed)
         self.gan = GANTrainer(config, ctx)
         self.progress = Progress()
+        self._input_scores: dict[int, dict[str, float]] = {}  # validation metrics of the degraded clips
         self.log: MetricsLog | None = None
         self._plotted = time.monotonic()
 
@@ -180,7 +189,7 @@ class Trainer:
                 reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
                 raise ApolloError(f"{state_path}: cannot read training state ({reason})") from None
             self.gan.load_state_dict(state["trainer"])
-            self.progress = Progress(**state["progress"])
+            self.progress = Progress.from_state(state["progress"])
             rng = state["rng"]
             _set_rng_state(rng[self.ctx.rank] if len(rng) == self.ctx.world_size else rng[0])
             if self.ctx.is_main:
@@ -210,10 +219,10 @@ class Trainer:
 
     def _card(self, which: str) -> str:
         p = self.progress
-        best = "n/a" if p.best_si_snr is None else f"{p.best_si_snr:.3f} dB at step {p.best_step}"
+        best = "n/a" if p.best_score is None else f"{p.best_score:.3f} at step {p.best_step}"
         return (
             f"# Apollo generator ({which})\n\nTrained with `apollo train`: step {p.step}, epoch {p.epoch}.\n"
-            f"Best validation SI-SNR: {best}.\n"
+            f"Best validation score ({self.config.validation.select}): {best}.\n"
         )
 
     # -- loop -----------------------------------------------------------------------------------------------
@@ -240,7 +249,7 @@ class Trainer:
         if p.epoch >= tc.max_epochs:
             return f"reached max_epochs {tc.max_epochs}"
         if p.bad_epochs >= tc.patience:
-            return f"early stopping: no better validation SI-SNR for {tc.patience} validations"
+            return f"early stopping: no better validation {self.config.validation.select} for {tc.patience} validations"
         return None
 
     def _log_train(self, sums: dict[str, float], count: int, seconds: float) -> dict[str, float]:
@@ -256,23 +265,29 @@ class Trainer:
         return record
 
     @torch.no_grad()
-    def validate(self) -> tuple[float, float]:
-        """Mean SI-SNR (dB) of restored and of degraded validation clips, over all processes."""
-        # spread over the whole set: pre-rendered sets are grouped by bitrate and category
-        chosen = np.unique(np.linspace(0, len(self.valid_set) - 1, self.config.validation.items).round().astype(int))
-        restored_sum = degraded_sum = count = 0.0
-        for i in chosen[self.ctx.rank :: self.ctx.world_size]:
-            example = self.valid_set[int(i)]
-            clean, degraded = example["clean"].numpy(), example["degraded"]
+    def validate(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Mean metrics of the restored and of the degraded validation clips, over all processes."""
+        vc = self.config.validation
+        which = validation.metric_names(vc)
+        samples = None if vc.clip_seconds is None else round(vc.clip_seconds * self.config.model.sample_rate)
+        restored_rows, degraded_rows = [], []
+        mine = validation.chosen_indices(len(self.valid_set), vc.items)[self.ctx.rank :: self.ctx.world_size]
+        for i in mine:
+            example = self.valid_set[i]
+            clean, degraded = validation.central(example["clean"], samples), validation.central(example["degraded"],
+                                                                                               samples)
             restored = self.gan.restore(degraded[None].to(self.ctx.device))[0].cpu().numpy()
-            restored_sum += si_snr(clean, restored)
-            degraded_sum += si_snr(clean, degraded.numpy())
-            count += 1
-        sums = torch.tensor([restored_sum, degraded_sum, count], dtype=torch.float64, device=self.ctx.device)
-        sums = all_reduce_sum(sums).cpu()
-        if sums[2] == 0:
+            sr = self.config.model.sample_rate
+            restored_rows.append(validation.score_example(clean.numpy(), degraded.numpy(), restored, sr, which))
+            if i not in self._input_scores:  # the degraded clips do not change: score them once
+                self._input_scores[i] = validation.score_example(clean.numpy(), degraded.numpy(), None, sr, which)
+            degraded_rows.append(self._input_scores[i])
+        sums = validation.nan_mean_sums(restored_rows, which) + validation.nan_mean_sums(degraded_rows, which)
+        totals = all_reduce_sum(torch.tensor(sums, dtype=torch.float64, device=self.ctx.device)).cpu().tolist()
+        if totals[1] == 0:
             raise ApolloError("the validation set is empty")
-        return float(sums[0] / sums[2]), float(sums[1] / sums[2])
+        half = len(totals) // 2
+        return validation.means_from_sums(totals[:half], which), validation.means_from_sums(totals[half:], which)
 
     def _end_epoch(self) -> None:
         p, vc = self.progress, self.config.validation
@@ -282,17 +297,20 @@ class Trainer:
         if p.epoch % vc.every_epochs:
             return
         restored, degraded = self.validate()
-        improved = p.best_si_snr is None or restored > p.best_si_snr
+        score = validation.selection_score(vc.select, restored, degraded)
+        allowed = validation.eligible(vc, restored, degraded)
+        improved = allowed and (p.best_score is None or score > p.best_score)
         if improved:
-            p.best_si_snr, p.best_step, p.bad_epochs = restored, p.step, 0
+            p.best_score, p.best_step, p.bad_epochs = score, p.step, 0
         else:
             p.bad_epochs += 1
         if self.log is not None:
-            self.log.write({"step": p.step, "epoch": p.epoch, "val_si_snr": restored, "val_si_snr_input": degraded})
-            print(
-                f"epoch {p.epoch} step {p.step}: validation SI-SNR {restored:.2f} dB "
-                f"(input {degraded:.2f} dB, best {p.best_si_snr:.2f} dB at step {p.best_step})"
-            )
+            record = {f"val_{k}": v for k, v in restored.items()} | {f"val_{k}_input": v for k, v in degraded.items()}
+            self.log.write({"step": p.step, "epoch": p.epoch, **record, "val_score": score, "val_eligible": allowed})
+            shown = ", ".join(f"{k} {restored[k]:.3f} (input {degraded[k]:.3f})" for k in restored)
+            best = "none yet" if p.best_score is None else f"{p.best_score:.3f} at step {p.best_step}"
+            print(f"epoch {p.epoch} step {p.step}: validation {shown}; {vc.select} score {score:.3f}"
+                  f"{'' if allowed else ' (SI-SNR below the limit: not eligible)'}, best {best}")
             if improved:
                 save_model(self.gan.generator, self.run_dir / "best", card=self._card("best"))
 

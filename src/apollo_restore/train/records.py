@@ -62,7 +62,8 @@ class MetricsLog:
 
 
 def plot_losses(metrics_path: str | Path, figure_path: str | Path) -> Path | None:
-    """Training losses and validation SI-SNR against step, as a PNG (atomic); None if nothing to plot."""
+    """Training losses, discriminator margin and validation metrics against step, as a PNG (atomic); None if
+    nothing to plot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -73,7 +74,8 @@ def plot_losses(metrics_path: str | Path, figure_path: str | Path) -> Path | Non
     valid = [r for r in records if "val_si_snr" in r]
     if not train:
         return None
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
+    fig, grid = plt.subplots(2, 3, figsize=(16, 8))
+    axes = grid.ravel()
     steps = [r["step"] for r in train]
     axes[0].plot(steps, [r["g_rec"] for r in train], label="reconstruction (eq. 4)")
     if any("g_fm" in r for r in train):
@@ -89,13 +91,16 @@ def plot_losses(metrics_path: str | Path, figure_path: str | Path) -> Path | Non
     axes[1].set_title("adversarial losses")
     margin = [r for r in adv if "d_margin" in r]
     if margin:
-        axes[3].plot([r["step"] for r in margin], [r["d_margin"] for r in margin], label="D(real) - D(restored)")
-        axes[3].axhline(0.0, color="gray", linestyle=":", label="chance")
-    axes[3].set_title("discriminator real/restored margin")
-    if valid:
-        axes[2].plot([r["step"] for r in valid], [r["val_si_snr"] for r in valid], "o-", label="restored")
-        axes[2].plot([r["step"] for r in valid], [r["val_si_snr_input"] for r in valid], "--", label="degraded input")
-    axes[2].set_title("validation SI-SNR (dB)")
+        axes[2].plot([r["step"] for r in margin], [r["d_margin"] for r in margin], label="D(real) - D(restored)")
+        axes[2].axhline(0.0, color="gray", linestyle=":", label="chance")
+    axes[2].set_title("discriminator real/restored margin")
+    for ax, (key, title) in zip(axes[3:], (("si_snr", "validation SI-SNR (dB)"), ("visqol", "validation ViSQOL"),
+                                           ("lsd_hf", "validation LSD above the cut-off")), strict=True):
+        shown = [r for r in valid if f"val_{key}" in r]
+        if shown:
+            ax.plot([r["step"] for r in shown], [r[f"val_{key}"] for r in shown], "o-", label="restored")
+            ax.plot([r["step"] for r in shown], [r[f"val_{key}_input"] for r in shown], "--", label="degraded input")
+        ax.set_title(title)
     for ax in axes:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
