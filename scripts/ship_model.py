@@ -13,12 +13,12 @@ import itertools
 import json
 from pathlib import Path
 
-from apollo_restore.checkpoint import load_model, models_root, register_bundled_model, save_model
+from apollo_restore.checkpoint import load_checkpoint, models_root, register_bundled_model, save_model
 
 
 def card(name: str, run: Path, which: str, notes: str, weights: Path, step: int | None) -> str:
     """A model card from the run's resolved config and metrics log (``step``: of a copy of the weights)."""
-    model = load_model(weights)
+    model, gate = load_checkpoint(weights)
     c = model.config
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     train_rows = [r for r in rows if "g_rec" in r]
@@ -44,7 +44,7 @@ def card(name: str, run: Path, which: str, notes: str, weights: Path, step: int 
         f"# apollo-restore bundled model `{name}`\n\n"
         f"- Architecture: Apollo {c.feature_dim}x{c.num_layers}, {c.num_heads} heads, {c.num_bands} bands, "
         f"{'causal' if c.causal else 'non-causal'}, residual head: {c.residual}, input gate: "
-        f"{'off' if c.fill_below_db is None else f'{c.fill_below_db:g} dB'}; "
+        f"{'off' if gate is None else gate.config.to_dict()}; "
         f"{model.num_parameters():,} parameters; {c.sample_rate} Hz.\n"
         f"- Data: `apollo make-data` (music21 scores rendered with FluidSynth and lossless SoundFonts, recorded "
         f"Hydrogen drum kits and guitar strums; train split only), mixed on the fly, MP3 CBR 24-128 kbit/s.\n"
@@ -68,7 +68,8 @@ def main() -> None:
     weights = args.weights or args.run / args.which
     notes = args.notes.read_text().strip() if args.notes else ""
     text = card(args.name, args.run, args.which, notes, weights, args.step if args.weights else None)
-    save_model(load_model(weights), models_root() / args.name, text)
+    model, gate = load_checkpoint(weights)
+    save_model(model, models_root() / args.name, text, None if gate is None else gate.config)
     register_bundled_model(args.name, text.splitlines()[2].removeprefix("- Architecture: "))
     print(f"shipped {weights} as bundled model {args.name!r}")
 

@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 
 from apollo_restore import checkpoint
-from apollo_restore.checkpoint import bundled_models, load_model, register_bundled_model, save_model
+from apollo_restore.checkpoint import bundled_models, load_checkpoint, load_model, register_bundled_model, save_model
 from apollo_restore.cli import main
 from apollo_restore.errors import ApolloError
 from conftest import tiny_model
@@ -55,11 +55,11 @@ def test_bundled_models_fill_the_band_the_mp3_cut_and_keep_the_pass_band(name):
     from apollo_restore.cli.restore import demo_clip
     from apollo_restore.inference import restore
 
-    model = load_model(name)
+    model, gate = load_checkpoint(name)
     assert model.config.causal == (name == "causal")
     audio, sr = read_audio(demo_clip())
     audio = audio[:, : 4 * sr]
-    restored = restore(audio, sr, model)
+    restored = restore(audio, sr, model, gate=gate)
     assert restored.shape == audio.shape and restored.dtype == np.float32
     assert _band_db(restored, sr, 6500, 16000) > _band_db(audio, sr, 6500, 16000) + 10  # 10x the energy
     error = _band_db(restored - audio, sr, 0, 5000) - _band_db(audio, sr, 0, 5000)

@@ -44,7 +44,8 @@ def test_native_round_trip_by_folder_and_by_file(tmp_path):
     model = tiny_model(seed=3, causal=True)
     save_model(model, tmp_path / "m", card="# tiny\n")
     for path in (tmp_path / "m", tmp_path / "m" / "model.safetensors"):
-        config, state = load_state(path)
+        config, state, gate = load_state(path)
+        assert gate is None
         assert config == model.config
         for key, value in model.state_dict().items():
             assert torch.equal(state[key], value), key

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from apollo_restore.errors import ApolloError
+from apollo_restore.gate import GateConfig
 from apollo_restore.model import ApolloConfig
 from apollo_restore.train.config import DiscriminatorConfig, ExperimentConfig, LossConfig, OptimConfig
 from apollo_restore.train.discriminator import MultiResolutionDiscriminator
@@ -229,12 +230,12 @@ def test_init_from_starts_a_run_from_a_checkpoint_with_the_same_architecture(tmp
     torch.manual_seed(1)
     source = Apollo(experiment.model)
     save_model(source, tmp_path / "source")
-    gated = dataclasses.replace(experiment.model, fill_below_db=60.0)  # gate settings may differ
-    experiment = dataclasses.replace(experiment, model=gated,
+    gated = GateConfig()  # a run may add a gate to a model trained without one
+    experiment = dataclasses.replace(experiment, gate=gated,
                                      train=dataclasses.replace(experiment.train, init_from=str(tmp_path / "source")))
     trainer = GANTrainer(experiment, init_distributed("cpu"))
     for name, value in source.state_dict().items():
         assert torch.equal(trainer.generator.state_dict()[name], value), name
-    wider = dataclasses.replace(experiment, model=dataclasses.replace(gated, feature_dim=64, num_heads=4))
+    wider = dataclasses.replace(experiment, model=dataclasses.replace(experiment.model, feature_dim=64, num_heads=4))
     with pytest.raises(ApolloError, match="init_from"):
         GANTrainer(wider, init_distributed("cpu"))

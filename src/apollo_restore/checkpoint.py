@@ -23,6 +23,7 @@ from torch import Tensor
 
 from apollo_restore.errors import ApolloError
 from apollo_restore.files import atomic_write
+from apollo_restore.gate import Gate, GateConfig
 from apollo_restore.model import Apollo, ApolloConfig
 from apollo_restore.model.reference import infer_config, is_reference_state_dict, reference_to_native
 
@@ -65,11 +66,16 @@ def _verify_bundled(name: str) -> None:
 
 
 
-def save_model(model: Apollo, directory: str | os.PathLike, card: str | None = None) -> Path:
-    """Write ``model`` as a native checkpoint folder (each file atomically); returns the folder."""
+def save_model(model: Apollo, directory: str | os.PathLike, card: str | None = None,
+               gate: GateConfig | None = None) -> Path:
+    """Write ``model`` (and the ``gate`` its outputs go through, if any) as a native checkpoint folder, each file
+    atomically; returns the folder."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    config_json = json.dumps({"format": FORMAT, "model": model.config.to_dict()}, indent=2)
+    config = {"format": FORMAT, "model": model.config.to_dict()}
+    if gate is not None:
+        config["gate"] = gate.to_dict()
+    config_json = json.dumps(config, indent=2)
     state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"config": config_json}))
     atomic_write(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(config_json + "\n"))
@@ -86,7 +92,19 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _load_native(weights: Path) -> tuple[ApolloConfig, dict[str, Tensor]]:
+def _configs(config_json: dict) -> tuple[ApolloConfig, GateConfig | None]:
+    """Model and gate configs of a native ``config.json``. Checkpoints from before the gate left the generator
+    keep it as ``model.fill_below_db``: they load with every gate rule on, as they were trained."""
+    model = dict(config_json["model"])
+    legacy_below_db = model.pop("fill_below_db", None)
+    if "gate" in config_json:
+        gate = GateConfig.from_dict(config_json["gate"])
+    else:
+        gate = None if legacy_below_db is None else GateConfig(below_db=float(legacy_below_db))
+    return ApolloConfig.from_dict(model), gate
+
+
+def _load_native(weights: Path) -> tuple[ApolloConfig, dict[str, Tensor], GateConfig | None]:
     try:
         state = load_file(str(weights))
         with safe_open(str(weights), "pt") as handle:
@@ -100,10 +118,11 @@ def _load_native(weights: Path) -> tuple[ApolloConfig, dict[str, Tensor]]:
         config_json = json.loads(config_path.read_text())
     elif is_reference_state_dict(state):
         config = infer_config(state)
-        return config, reference_to_native(state, config)
+        return config, reference_to_native(state, config), None
     else:
         raise ApolloError(f"{weights}: no model config in the file's metadata nor a {CONFIG_FILE} beside it")
-    return ApolloConfig.from_dict(config_json["model"]), state
+    config, gate = _configs(config_json)
+    return config, state, gate
 
 
 def _torch_load_safely(path: Path) -> object:
@@ -144,8 +163,9 @@ def _generator_state(loaded: object, path: Path) -> dict[str, Tensor]:
 
 
 def load_state(path: str | os.PathLike | None = None, sample_rate: int | None = None
-               ) -> tuple[ApolloConfig, dict[str, Tensor]]:
-    """Resolve ``path`` (folder, .safetensors, foreign file, or a bundled model name; None = ``default``)."""
+               ) -> tuple[ApolloConfig, dict[str, Tensor], GateConfig | None]:
+    """Resolve ``path`` (folder, .safetensors, foreign file, or a bundled model name; None = ``default``):
+    the generator's config and tensors, and the gate config saved with it (None: no gate)."""
     bundled = bundled_models()
     name = "default" if path is None else str(path)
     if name in bundled and not Path(name).exists():
@@ -165,16 +185,23 @@ def load_state(path: str | os.PathLike | None = None, sample_rate: int | None = 
         return _load_native(path)
     state = _generator_state(_torch_load_safely(path), path)
     config = infer_config(state, sample_rate)
-    return config, reference_to_native(state, config)
+    return config, reference_to_native(state, config), None
 
 
-def load_model(path: str | os.PathLike | None = None, device: str | torch.device | None = None,
-               sample_rate: int | None = None) -> Apollo:
-    """Load a generator in eval mode on ``device`` (default CPU). See :func:`load_state` for ``path``."""
-    config, state = load_state(path, sample_rate)
+def load_checkpoint(path: str | os.PathLike | None = None, device: str | torch.device | None = None,
+                    sample_rate: int | None = None) -> tuple[Apollo, Gate | None]:
+    """A generator in eval mode on ``device`` (default CPU) and the gate its outputs go through (None: none).
+    See :func:`load_state` for ``path``."""
+    config, state, gate = load_state(path, sample_rate)
     model = Apollo(config)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
         raise ApolloError(f"{path}: weights do not fit the config ({str(error).splitlines()[0]})") from None
-    return model.to(device or "cpu").eval()
+    return model.to(device or "cpu").eval(), None if gate is None else Gate(gate, config)
+
+
+def load_model(path: str | os.PathLike | None = None, device: str | torch.device | None = None,
+               sample_rate: int | None = None) -> Apollo:
+    """The generator alone (see :func:`load_checkpoint`, which also gives the checkpoint's gate)."""
+    return load_checkpoint(path, device, sample_rate)[0]

@@ -31,8 +31,8 @@ from apollo_restore.audio import (
     resample,
 )
 from apollo_restore.errors import ApolloError
+from apollo_restore.gate import Gate
 from apollo_restore.model import Apollo, ApolloConfig
-from apollo_restore.model.gate import PassBandTracker
 
 #: channels restored together (each is its own batch item); more channels run in groups of this size
 CHANNEL_GROUP = 2
@@ -107,10 +107,12 @@ def plan_blocks(length: int, config: ApolloConfig, block_seconds: float) -> list
 class Restorer:
     """Runs a model over arrays or files of any length (see module docstring)."""
 
-    def __init__(self, model: Apollo, device: str | torch.device | None = None, block_seconds: float = 10.0):
+    def __init__(self, model: Apollo, device: str | torch.device | None = None, block_seconds: float = 10.0,
+                 gate: Gate | None = None):
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
         self.config = model.config
+        self.gate = gate
         if self.device.type == "cpu":
             keep_freed_memory()
         self.block_seconds = block_seconds
@@ -123,16 +125,17 @@ class Restorer:
     def _run(self, segment: np.ndarray, cut: tuple[torch.Tensor, torch.Tensor] | None) -> np.ndarray:
         """One model pass: ``[channels, n]`` -> ``[channels, n]`` (channels in groups of CHANNEL_GROUP)."""
         x = torch.from_numpy(np.ascontiguousarray(segment)).to(self.device)
-        out = [self.model(group[None], cut)[0] for group in x.split(CHANNEL_GROUP, dim=0)]
+        post = None if self.gate is None else self.gate.bind(cut)
+        out = [self.model(group[None], post)[0] for group in x.split(CHANNEL_GROUP, dim=0)]
         return torch.cat(out, dim=0).float().cpu().numpy()
 
     @torch.inference_mode()
     def _cut(self, blocks: list[Block], read: Callable[[int, int], np.ndarray], gain: float
              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The input's codec cut over the whole signal (gated models): a first pass over the same STFT frames
+        """The input's codec cut over the whole signal (with a gate): a first pass over the same STFT frames
         the blocks will see, each frame counted once, so blocks give what one full pass would."""
         c = self.config
-        tracker = PassBandTracker(c.fill_below_db, c.num_bins, self.device)
+        tracker = self.gate.tracker(self.device)
         for i, block in enumerate(blocks):
             x = torch.from_numpy(np.ascontiguousarray(read(block.start, block.stop) * gain)).to(self.device)
             n = x.shape[1]
@@ -145,7 +148,7 @@ class Restorer:
     def run_blocks(self, read: Callable[[int, int], np.ndarray], length: int, gain: float) -> Iterator[np.ndarray]:
         """Yield restored blocks in order; ``read(start, stop)`` returns input ``[channels, stop-start]``."""
         blocks = plan_blocks(length, self.config, self.block_seconds)
-        cut = None if self.config.fill_below_db is None else self._cut(blocks, read, gain)
+        cut = None if self.gate is None else self._cut(blocks, read, gain)
         for block in blocks:
             restored = self._run(read(block.start, block.stop) * gain, cut) / gain
             yield restored[:, block.keep_start - block.start : block.keep_stop - block.start]
@@ -250,13 +253,14 @@ class FileResult:
 
 
 def restore(audio: np.ndarray, sample_rate: int, model: Apollo | None = None, device: str | None = None,
-            block_seconds: float = 10.0) -> np.ndarray:
-    """Restore ``audio`` (``[channels, samples]`` or ``[samples]``, any rate) with ``model`` (default: bundled).
+            block_seconds: float = 10.0, gate: Gate | None = None) -> np.ndarray:
+    """Restore ``audio`` (``[channels, samples]`` or ``[samples]``, any rate) with ``model`` and ``gate`` (default:
+    the bundled default model with its gate, if it has one; see `checkpoint.load_checkpoint`).
 
     Returns float32 audio of the same shape and rate, at the input's original level.
     """
     if model is None:
-        from apollo_restore.checkpoint import load_model
+        from apollo_restore.checkpoint import load_checkpoint
 
-        model = load_model()
-    return Restorer(model, device, block_seconds).restore_array(audio, sample_rate)
+        model, gate = load_checkpoint()
+    return Restorer(model, device, block_seconds, gate).restore_array(audio, sample_rate)

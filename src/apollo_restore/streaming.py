@@ -8,8 +8,8 @@ depends on that frame and earlier ones only. The stream computes every frame as 
 has arrived, overlap-adds the windowed inverse FFTs (dividing by the summed squared window, as ``torch.istft``
 does) and returns an output sample once no later frame can touch it. At the end, ``flush`` zero-pads exactly
 as the offline pass does. The concatenated output therefore equals ``model(audio)`` on the whole signal, up
-to float rounding. Gated models (``fill_below_db``) are the one exception: a stream cannot see the whole
-signal, so each frame uses the codec cut estimated from the frames so far (`model.gate.PassBandTracker`);
+to float rounding. A stream with a gate (`apollo_restore.gate`) is the one exception: it cannot see the whole
+signal, so each frame uses the codec cut estimated from the frames so far (`gate.PassBandTracker`);
 once that estimate has settled (0.1 s on an MP3-like test signal) the stream differs from the offline pass
 only at the edge of the cut band.
 
@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from apollo_restore.errors import ApolloError
+from apollo_restore.gate import Gate
 from apollo_restore.inference import pick_device
 from apollo_restore.model import Apollo
-from apollo_restore.model.gate import PassBandTracker
 
 #: keys of ``StreamingRestorer.state_dict`` besides the conv histories (``conv.<layer>.<block>``)
 _STATE_KEYS = ("inbuf", "ola", "envelope", "counters")
@@ -56,7 +56,7 @@ class StreamingRestorer:
     """
 
     def __init__(self, model: Apollo, device: str | torch.device | None = None, gain: float = 1.0,
-                 compile: bool = False):
+                 compile: bool = False, gate: Gate | None = None):
         if not model.config.causal:
             raise ApolloError("streaming needs a causal model (config causal: true); this one looks ahead in time")
         if not (np.isfinite(gain) and gain > 0):
@@ -65,6 +65,7 @@ class StreamingRestorer:
         self.model = model.to(self.device).eval()
         self.config = model.config
         self.gain = float(gain)
+        self.gate = gate
         self.n_fft = self.config.n_fft
         self.hop = self.config.hop
         self.pad = self.n_fft // 2
@@ -101,8 +102,7 @@ class StreamingRestorer:
         self._next_frame = 0
         self._received = 0
         self._emitted = 0
-        c = self.config
-        self._pass_band = None if c.fill_below_db is None else PassBandTracker(c.fill_below_db, c.num_bins, self.device)
+        self._pass_band = None if self.gate is None else self.gate.tracker(self.device)
 
     def _start(self, channels: int) -> None:
         self.channels = channels
@@ -168,8 +168,9 @@ class StreamingRestorer:
         frames = self._inbuf[:, : (count - 1) * self.hop + self.n_fft].unfold(1, self.n_fft, self.hop)
         spec = torch.fft.rfft(frames * self.window, dim=-1)  # [channels, count, bins]
         step = self._one_frame if count == 1 and self._conv is not None else self.model.spectral_forward
-        cut = None if self._pass_band is None else self._pass_band.running(spec)  # causal: frames so far
-        restored, self._conv = step(spec, self._conv, cut)
+        restored, self._conv = step(spec, self._conv)
+        if self.gate is not None:
+            restored = self.gate(spec, restored, self._pass_band.running(spec))  # causal: the frames so far
         signal = torch.fft.irfft(restored, n=self.n_fft, dim=-1) * self.window  # [channels, count, n_fft]
         span = (count - 1) * self.hop + self.n_fft
         added = F.fold(signal.transpose(1, 2), (1, span), (1, self.n_fft), stride=(1, self.hop))[:, 0, 0]

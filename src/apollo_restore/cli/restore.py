@@ -95,7 +95,7 @@ def _checked(jobs: list[Job]) -> list[Job]:
 
 def run(args: argparse.Namespace) -> int:
     from apollo_restore.audio import read_audio, resample
-    from apollo_restore.checkpoint import load_model
+    from apollo_restore.checkpoint import load_checkpoint
     from apollo_restore.inference import Restorer, pick_device
 
     inputs = list(args.inputs) + ([demo_clip()] if args.demo else [])
@@ -110,8 +110,8 @@ def run(args: argparse.Namespace) -> int:
     if args.block_seconds <= 0:
         raise ApolloError("--block-seconds must be positive")
     device = pick_device(args.device)
-    model = load_model(args.checkpoint, device)
-    restorer = Restorer(model, device, args.block_seconds)
+    model, gate = load_checkpoint(args.checkpoint, device)
+    restorer = Restorer(model, device, args.block_seconds, gate)
     failures = 0
     for job in jobs:
         with claim(job.dst) if args.skip_existing else contextlib.nullcontext(True) as mine:

@@ -54,17 +54,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _model(args: argparse.Namespace, device: object):
-    from apollo_restore.checkpoint import load_model
+    """(causal model, its gate or None) from ``--checkpoint``, or a random one of ``--config``'s size."""
+    from apollo_restore.checkpoint import load_checkpoint
     from apollo_restore.model import Apollo, ApolloConfig
 
     if args.config is None:
-        return load_model(args.checkpoint, device)
+        return load_checkpoint(args.checkpoint, device)
     import torch
 
     print(f"apollo stream: random {args.config} causal model: timing only, the output is not a restoration",
           file=sys.stderr)
     torch.manual_seed(0)
-    return Apollo(ApolloConfig.from_size(args.config, causal=True)).to(device).eval()
+    return Apollo(ApolloConfig.from_size(args.config, causal=True)).to(device).eval(), None
 
 
 def _raw_chunks(handle: BinaryIO, channels: int, frames: int) -> Iterator[np.ndarray]:
@@ -131,8 +132,8 @@ def _stream(args: argparse.Namespace) -> int:
     if args.compile:  # the complex STFT ops stay eager; inductor says so once per graph
         warnings.filterwarnings("ignore", message="Torchinductor does not support code generation for complex")
     device = pick_device(args.device)
-    engine = StreamingRestorer(_model(args, device), device, gain=10 ** (args.gain_db / 20),
-                               compile=args.compile)
+    model, gate = _model(args, device)
+    engine = StreamingRestorer(model, device, gain=10 ** (args.gain_db / 20), compile=args.compile, gate=gate)
     rate = engine.sample_rate
     with contextlib.ExitStack() as stack:
         if args.raw:

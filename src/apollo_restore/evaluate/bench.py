@@ -202,12 +202,13 @@ def count_flops(model, audio) -> int:
 
 
 def _load(config: BenchConfig):
-    from apollo_restore.checkpoint import load_model
+    """(model, its gate or None): a random model of ``config.size`` or the checkpoint's."""
+    from apollo_restore.checkpoint import load_checkpoint
     from apollo_restore.model import Apollo, ApolloConfig
 
     if config.size is not None:
-        return Apollo(ApolloConfig.from_size(config.size)).eval()
-    return load_model(config.checkpoint)
+        return Apollo(ApolloConfig.from_size(config.size)).eval(), None
+    return load_checkpoint(config.checkpoint)
 
 
 def _test_signal(channels: int, samples: int, seed: int = 0) -> np.ndarray:
@@ -227,7 +228,8 @@ def run_bench(config: BenchConfig) -> BenchResult:
     if config.threads:
         torch.set_num_threads(config.threads)
     device = pick_device(config.device)
-    model = _load(config).to(device)
+    model, gate = _load(config)
+    model = model.to(device)
     sr = model.config.sample_rate
     x = torch.from_numpy(_test_signal(config.channels, sr))[None].to(device)  # [1, channels, sr]: 1 s
     flops = count_flops(model, x)
@@ -237,7 +239,7 @@ def run_bench(config: BenchConfig) -> BenchResult:
         times = time_forward(model, x, config.iterations)
     faults = (_minor_faults() - faults_before) / config.iterations
     mean = float(np.mean(times))
-    restorer = Restorer(model, device, config.block_seconds)
+    restorer = Restorer(model, device, config.block_seconds, gate)
     long = []
     for seconds in config.long_seconds:
         audio = _test_signal(2, round(seconds * sr), seed=1)

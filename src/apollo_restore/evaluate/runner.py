@@ -209,7 +209,7 @@ def restore_with_checkpoint(evalset: EvalSet, spec: str | None, name: str | None
     from tqdm import tqdm
 
     from apollo_restore.audio import read_audio, write_audio
-    from apollo_restore.checkpoint import load_model
+    from apollo_restore.checkpoint import load_checkpoint
     from apollo_restore.inference import Restorer
 
     default_name, path = _checkpoint_path(spec)
@@ -218,9 +218,10 @@ def restore_with_checkpoint(evalset: EvalSet, spec: str | None, name: str | None
         raise ApolloError(f"system name {system!r} is taken: choose another with --name")
     folder = config.out_dir / RESTORED_DIR / system
     source_file = folder / "source.json"
-    model = load_model(path)
+    model, gate = load_checkpoint(path)
     info = {"kind": "checkpoint", "checkpoint": str(path), "sha256": _file_digest(path),
-            "params": model.num_parameters(), "config": model.config.to_dict()}
+            "params": model.num_parameters(), "config": model.config.to_dict(),
+            "gate": None if gate is None else gate.config.to_dict()}
     previous = json.loads(source_file.read_text()) if source_file.is_file() else {}
     if previous and previous.get("sha256") != info["sha256"]:
         raise ApolloError(f"{folder} holds outputs of another checkpoint ({previous.get('checkpoint')}): "
@@ -228,7 +229,7 @@ def restore_with_checkpoint(evalset: EvalSet, spec: str | None, name: str | None
     info.update({key: previous[key] for key in ("rtf_ms", "rtf_device") if key in previous})
     folder.mkdir(parents=True, exist_ok=True)
     source_file.write_text(json.dumps(info, indent=2))
-    restorer = Restorer(model, config.device, config.block_seconds)
+    restorer = Restorer(model, config.device, config.block_seconds, gate)
     todo = [e for e in evalset.examples if not (folder / f"{e.id}.wav").is_file()]
     for example in tqdm(todo, desc=f"restoring ({system})", unit="clip", disable=not config.progress or not todo):
         audio, sr = read_audio(example.degraded)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from apollo_restore.model.bands import BandMerge, BandSplit
 from apollo_restore.model.config import ApolloConfig
-from apollo_restore.model.gate import apply_gate, estimate_cut
 from apollo_restore.model.layers import BandTransformer, TemporalConvBlock
 
 #: state of a causal model between calls: one history tensor per temporal conv block
@@ -42,8 +43,8 @@ class Apollo(nn.Module):
     ``forward(audio [batch, channels, samples]) -> [batch, channels, samples]``. Channels are folded into the
     batch (each channel restored alone with shared weights). STFT: periodic Hann, ``n_fft = win = 20 ms``,
     hop 10 ms, centred frames (reflect padding; zero padding in the causal variant). With ``config.residual``
-    the head's output, times each frame's level, is added to the input spectrum; with ``config.fill_below_db``
-    only the band the codec cut is written (see ApolloConfig and `model.gate`).
+    the head's output, times each frame's level, is added to the input spectrum. The generator restores every
+    bin; rules on where it may write (`apollo_restore.gate`) are applied by its callers through ``post``.
     """
 
     def __init__(self, config: ApolloConfig | None = None):
@@ -82,15 +83,11 @@ class Apollo(nn.Module):
         c = self.config
         return torch.istft(spec.transpose(1, 2), c.n_fft, c.hop, window=self.window, center=True, length=length)
 
-    def spectral_forward(self, spec: Tensor, state: list[ConvState] | None = None,
-                         cut: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, list[ConvState]]:
+    def spectral_forward(self, spec: Tensor, state: list[ConvState] | None = None) -> tuple[Tensor, list[ConvState]]:
         """Restore a spectrogram: complex ``[batch, frames, bins]`` -> same shape.
 
         ``state`` carries the causal model's conv histories from the previous call (None = start of stream);
-        the returned state continues it. Non-causal models return an empty state. ``cut`` (with
-        ``config.fill_below_db``): the input's codec cut-off bin and cliff weight, ``[batch]`` or
-        ``[batch, frames]`` each, estimated from ``spec`` itself when None (callers that cut a signal into
-        blocks estimate it over the whole signal; see `model.gate`).
+        the returned state continues it. Non-causal models return an empty state.
         """
         x = self.split(spec)
         new_state = []
@@ -105,8 +102,6 @@ class Apollo(nn.Module):
         if self.config.residual:
             frame_level = (spec.real.square() + spec.imag.square()).mean(dim=-1, keepdim=True).sqrt()
             out = spec + out * frame_level
-        if self.config.fill_below_db is not None:
-            out = apply_gate(spec, out, *(cut or estimate_cut(spec, self.config.fill_below_db)))
         return out, new_state
 
     def padded_length(self, length: int) -> int:
@@ -119,17 +114,18 @@ class Apollo(nn.Module):
         c = self.config
         return -(-max(length, c.n_fft // 2 + 1) // c.hop) * c.hop + c.n_fft - 2 * c.hop
 
-    def forward(self, audio: Tensor, cut: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        """``[batch, channels, samples]`` -> same; ``cut``: see `spectral_forward` (one per batch * channels)."""
+    def forward(self, audio: Tensor, post: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
+        """``[batch, channels, samples]`` -> same. ``post(spectrum_in, restored) -> restored`` (complex
+        ``[batch * channels, frames, bins]``, channels of an example adjacent) runs before the inverse STFT,
+        e.g. a bound `apollo_restore.gate.Gate`."""
         batch, channels, length = audio.shape
         flat = audio.reshape(batch * channels, length)
         padded = self.padded_length(length)
         if padded > length:
             flat = torch.nn.functional.pad(flat, (0, padded - length))
         spec = self.stft(flat)
-        if cut is None and self.config.fill_below_db is not None:  # one cut per example, all channels together
-            pooled = spec.reshape(batch, channels * spec.shape[1], spec.shape[2])
-            cut = tuple(t.repeat_interleave(channels) for t in estimate_cut(pooled, self.config.fill_below_db))
-        restored, _ = self.spectral_forward(spec, cut=cut)
+        restored, _ = self.spectral_forward(spec)
+        if post is not None:
+            restored = post(spec, restored)
         out = self.istft(restored, padded)[:, :length]
         return out.reshape(batch, channels, length).to(audio.dtype)

@@ -22,12 +22,6 @@ class ApolloConfig:
     so an untrained model is the identity and small CPU-trained models converge far faster (the low band needs
     no learning); and what it adds follows the music's loudness frame by frame, so a silent frame stays silent.
 
-    ``fill_below_db`` (not in the paper; None = restore every bin, as the paper does): the model only writes
-    the band the codec cut. The cut-off is the highest bin that comes within this many dB of its frame's
-    loudest bin in at least 10 % of the frames (over the clip, or the whole file when restoring in blocks);
-    every bin below it passes through from the input unchanged, holes included, so a model cannot damage what
-    the codec kept. Above it the model writes only if the long-term spectrum falls off a cliff there (a
-    codec's cut, not band-limited source material), and no louder than the pass band's top (see `model.gate`).
     """
 
     sample_rate: int = 44100
@@ -39,7 +33,6 @@ class ApolloConfig:
     band_widths: tuple[int, ...] | None = None
     causal: bool = False
     residual: bool = False
-    fill_below_db: float | None = None
     conv_kernel: int = 7
     tcn_blocks: int = 3
     rope_theta: float = 10000.0
@@ -52,9 +45,6 @@ class ApolloConfig:
             problems.append(f"sample_rate {self.sample_rate} with win_ms {self.win_ms} gives no usable STFT")
         if self.feature_dim % self.num_heads or (self.feature_dim // self.num_heads) % 2:
             problems.append(f"feature_dim {self.feature_dim} must split into {self.num_heads} heads of even size")
-        if self.fill_below_db is not None and self.fill_below_db <= 5:
-            problems.append(f"fill_below_db must be above 5 dB (the pass band is what comes within that much of each "
-                            f"frame's peak), got {self.fill_below_db}")
         if self.conv_kernel % 2 == 0:
             problems.append(f"conv_kernel must be odd, got {self.conv_kernel}")
         widths = self.widths

@@ -13,6 +13,7 @@ from typing import Literal
 
 from apollo_restore.data import MixConfig
 from apollo_restore.errors import ApolloError
+from apollo_restore.gate import GateConfig
 from apollo_restore.model import ApolloConfig
 from apollo_restore.train.mapping import apply_override, from_mapping, to_mapping
 
@@ -131,6 +132,7 @@ class ExperimentConfig:
     """Everything one training run uses; saved resolved as ``config.yaml`` in the run directory."""
 
     model: ApolloConfig = field(default_factory=ApolloConfig)
+    gate: GateConfig | None = None  # rules on where the generator may write (`apollo_restore.gate`); None: none
     data: MixConfig = field(default_factory=MixConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)

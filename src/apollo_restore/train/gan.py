@@ -10,8 +10,8 @@ identical to two passes, and it is one DDP forward per phase).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from apollo_restore.checkpoint import load_state
 from apollo_restore.errors import ApolloError
+from apollo_restore.gate import Gate
 from apollo_restore.model import Apollo
 from apollo_restore.train.config import ExperimentConfig
 from apollo_restore.train.discriminator import MultiResolutionDiscriminator
@@ -68,6 +69,8 @@ class GANTrainer:
         self.generator.to(ctx.device)
         self.generator.gradient_checkpointing = config.train.gradient_checkpointing
         self.discriminator = MultiResolutionDiscriminator(config.discriminator).to(ctx.device)
+        #: rules on where the generator may write (None: it writes every bin), applied before the losses
+        self.gate = None if config.gate is None else Gate(config.gate, config.model)
         self.g = _wrap(self.generator, ctx)
         self.d = _wrap(self.discriminator, ctx)
         self.g_opt = torch.optim.AdamW(
@@ -89,11 +92,14 @@ class GANTrainer:
 
     def _initialise_generator(self, source: str) -> None:
         """Start from another checkpoint's weights; its architecture must equal ``config.model``'s."""
-        config, state = load_state(source)
-        gates = {"fill_below_db": None}
-        if dataclasses.replace(config, **gates) != dataclasses.replace(self.config.model, **gates):
+        config, state, _ = load_state(source)
+        if config != self.config.model:
             raise ApolloError(f"train.init_from {source}: its model config differs from this run's model config")
         self.generator.load_state_dict(state)
+
+    def _post(self, audio: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        """The gate for a batch ``[batch, channels, samples]``: each example's cut over all its channels."""
+        return None if self.gate is None else self.gate.bind(channels=audio.shape[1])
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed-precision context for network forwards (a no-op at fp32)."""
@@ -117,7 +123,7 @@ class GANTrainer:
         self.d.train()
         n = degraded.shape[0]
         with self.autocast():
-            restored = self.g(degraded).float()
+            restored = self.g(degraded, self._post(degraded)).float()
         rec = self.reconstruction(restored, clean)
         metrics: dict[str, float] = {}
         if adversarial:
@@ -164,7 +170,7 @@ class GANTrainer:
         """Generator inference (eval mode, no DDP): ``[batch, channels, samples]`` -> same shape."""
         self.generator.eval()
         with self.autocast():
-            out = self.generator(degraded).float()
+            out = self.generator(degraded, self._post(degraded)).float()
         self.generator.train()
         return out
 

@@ -46,7 +46,7 @@ STATE_FILE = "state.pt"
 PLOT_EVERY_SECONDS = 120.0  # losses.png is redrawn at an epoch end at most this often, and at the end
 CONFIG_FILE = "config.yaml"
 #: config sections that must match when resuming (they define the networks' shapes)
-_FIXED_SECTIONS = ("model", "discriminator")
+_FIXED_SECTIONS = ("model", "gate", "discriminator")
 
 
 @dataclass
@@ -215,7 +215,7 @@ class Trainer:
         buffer = io.BytesIO()
         torch.save(state, buffer)
         atomic_write(self.run_dir / STATE_FILE, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
-        save_model(self.gan.generator, self.run_dir / "last", card=self._card("last"))
+        save_model(self.gan.generator, self.run_dir / "last", card=self._card("last"), gate=self.config.gate)
 
     def _card(self, which: str) -> str:
         p = self.progress
@@ -312,7 +312,7 @@ class Trainer:
             print(f"epoch {p.epoch} step {p.step}: validation {shown}; {vc.select} score {score:.3f}"
                   f"{'' if allowed else ' (SI-SNR below the limit: not eligible)'}, best {best}")
             if improved:
-                save_model(self.gan.generator, self.run_dir / "best", card=self._card("best"))
+                save_model(self.gan.generator, self.run_dir / "best", card=self._card("best"), gate=self.config.gate)
 
     def fit(self) -> str:
         """Train until a stop condition; returns why it stopped."""
