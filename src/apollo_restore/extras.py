@@ -15,6 +15,8 @@ OPTIONAL_IMPORTS: dict[str, tuple[str, str]] = {
     "music21": ("music21", "data"),
     "fluidsynth": ("pyfluidsynth", "data"),
     "scipy": ("scipy", "data"),
+    "pyloudnorm": ("pyloudnorm", "data"),
+    "pedalboard": ("pedalboard", "data"),
     "yaml": ("pyyaml", "train"),
     "tensorboard": ("tensorboard", "train"),
     "fast_bss_eval": ("fast-bss-eval", "eval"),
