@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from apollo_restore.cli import main
 from apollo_restore.errors import ApolloError
@@ -92,11 +91,31 @@ def test_overrides_and_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["paper.yaml", "cpu.yaml", "cpu-causal.yaml"])
-def test_shipped_configs_load(name):
+def test_shipped_configs_load(name, monkeypatch):
+    monkeypatch.setenv("APOLLO_DATA", "/data")
     config = load_config(CONFIGS / name)
-    raw = yaml.safe_load((CONFIGS / name).read_text())
-    assert config.model.feature_dim == raw["model"]["feature_dim"]
     assert config.model.causal == (name == "cpu-causal.yaml")
+    assert "/work/" not in (CONFIGS / name).read_text()  # no path of a development machine
+    if name.startswith("cpu"):
+        assert (config.model.feature_dim, config.model.num_layers) == (64, 2)
+        assert config.validation.directory == Path("/data/realset") and config.gate is None
     if name == "paper.yaml":
         assert (config.model.feature_dim, config.model.num_layers) == (256, 6)
         assert config.train.warmup_steps == 0 and config.train.batch_size == 1
+
+
+def test_a_variant_is_the_lines_that_differ_and_data_comes_from_apollo_data(tmp_path, monkeypatch):
+    (tmp_path / "base.yaml").write_text("model: {feature_dim: 32, num_layers: 1, num_heads: 4}\n"
+                                        "data: {roots: ['${APOLLO_DATA}/songs'], clip_seconds: 2.0}\n"
+                                        "train: {max_steps: 7}\n")
+    (tmp_path / "variant.yaml").write_text("include: base.yaml\nmodel: {causal: true}\ntrain: {max_steps: 9}\n")
+    monkeypatch.setenv("APOLLO_DATA", "/data/here")
+    config = load_config(tmp_path / "variant.yaml")
+    assert (config.model.feature_dim, config.model.causal, config.train.max_steps) == (32, True, 9)
+    assert config.data.roots == ("/data/here/songs",) and config.data.clip_seconds == 2.0
+    monkeypatch.delenv("APOLLO_DATA")
+    with pytest.raises(ApolloError, match=r"APOLLO_DATA.*not set"):
+        load_config(tmp_path / "variant.yaml")
+    (tmp_path / "loop.yaml").write_text("include: loop.yaml\n")
+    with pytest.raises(ApolloError, match="includes itself"):
+        load_config(tmp_path / "loop.yaml")

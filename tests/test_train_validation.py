@@ -58,7 +58,8 @@ def test_run_selects_on_a_pre_rendered_set_and_never_picks_an_ineligible_checkpo
     valset = tmp_path / "valset"
     build_testset(mix, valset, n_per_bitrate=1, seed=3, split="valid")
     config_path = write_config(tmp_path / "sel.yaml", data, tmp_path / "run", max_epochs=2)
-    overrides = [f"validation.directory={valset}", "validation.items=2", "validation.select=lsd_hf",
+    overrides = [f"validation.directory={valset}", "validation.per_cell=1", "validation.items=2",
+                 "validation.select=lsd_hf",
                  "validation.clip_seconds=0.6", "validation.si_snr_limit_db=-100"]  # SI-SNR +100 dB: impossible
     run_training(load_config(config_path, overrides))
     records = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "val_score" in r]

@@ -7,9 +7,11 @@ default, which is the paper's recipe (section III-B). See ``configs/paper.yaml``
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from apollo_restore.data import MixConfig
 from apollo_restore.errors import ApolloError
@@ -78,7 +80,9 @@ class ValidationConfig:
 
     ``directory`` is a pre-rendered set (``manifest.jsonl`` layout of `apollo make-testset`, e.g. the
     real-music set), of which ``items`` evenly spaced clips are used, each cut to its central ``clip_seconds``
-    (None: whole clips); without one, a fixed draw of ``items`` clips from the ``split`` of the training data.
+    (None: whole clips); ``per_cell`` first keeps that many clips per (bitrate, category) cell, the lowest
+    ranks (for the real-music set: files from different sources; see `data.testset.PairDataset`); without a
+    directory, a fixed draw of ``items`` clips from the ``split`` of the training data.
     ``select`` is the metric the best checkpoint is chosen by; with ``si_snr_limit_db`` a checkpoint whose mean
     SI-SNR is more than that below the degraded input's is never chosen.
     """
@@ -87,6 +91,7 @@ class ValidationConfig:
     split: str = "valid"
     items: int = 32  # clips used per validation (evenly spaced over the set)
     every_epochs: int = 1
+    per_cell: int | None = None
     clip_seconds: float | None = None
     select: Literal["si_snr", "visqol", "lsd_hf", "visqol_lsd_hf"] = "si_snr"
     si_snr_limit_db: float | None = None
@@ -141,11 +146,40 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """Read a YAML config and apply ``section.key=value`` overrides; one-line ApolloError on any problem."""
+#: the one environment variable configs may use for where data lives: ``${APOLLO_DATA}/realset``
+DATA_VARIABLE = "APOLLO_DATA"
+
+
+def _merge(base: dict, overlay: dict) -> dict:
+    """``overlay`` on top of ``base``: mappings merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
+
+
+def _expand(value: Any, path: Path) -> Any:
+    """``${NAME}`` in every string of a YAML tree, from the environment; an unset variable is an error."""
+    if isinstance(value, dict):
+        return {k: _expand(v, path) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, path) for v in value]
+    if isinstance(value, str):
+        for name in re.findall(r"\$\{(\w+)\}", value):
+            if name not in os.environ:
+                hint = " (the folder your data lives in)" if name == DATA_VARIABLE else ""
+                raise ApolloError(f"{path}: uses ${{{name}}} but it is not set{hint}: export {name}=...")
+            value = value.replace(f"${{{name}}}", os.environ[name])
+    return value
+
+
+def _read_yaml(path: Path, including: tuple[Path, ...] = ()) -> dict:
+    """A config file's mapping with its ``include:`` files (relative to it) merged underneath, in order."""
     import yaml
 
-    path = Path(path)
+    if path.resolve() in including:
+        raise ApolloError(f"{path}: includes itself (through {' -> '.join(p.name for p in including)})")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
@@ -158,8 +192,23 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise ApolloError(f"{path}: not valid YAML{line}") from None
     if not isinstance(data, dict):
         raise ApolloError(f"{path}: a config must be a mapping of sections")
+    includes = data.pop("include", [])
+    base: dict = {}
+    for name in [includes] if isinstance(includes, str) else includes:
+        if not isinstance(name, str):
+            raise ApolloError(f"{path}: include must be a file name or a list of them")
+        base = _merge(base, _read_yaml(path.parent / name, (*including, path.resolve())))
+    return _merge(base, data)
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read a YAML config (with its ``include:`` bases and ``${APOLLO_DATA}``) and apply ``section.key=value``
+    overrides; one-line ApolloError on any problem."""
+    path = Path(path)
+    data = _read_yaml(path)
     for assignment in overrides:
         apply_override(data, assignment)
+    data = _expand(data, path)
     try:
         return from_mapping(ExperimentConfig, data)
     except ApolloError as error:

@@ -156,7 +156,7 @@ class Trainer:
         if vc.directory is not None:
             from apollo_restore.data.testset import PairDataset
 
-            return PairDataset(vc.directory)
+            return PairDataset(vc.directory, per_cell=vc.per_cell)
         from apollo_restore.data import MixtureDataset
 
         dataset = MixtureDataset(self.config.data, split=vc.split, epoch_size=vc.items, seed=tc.seed + 1)
