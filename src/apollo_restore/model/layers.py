@@ -2,6 +2,14 @@
 
 Per-band layers keep one weight slice per band and run as a single batched matmul over the bands
 (``BandwiseLinear``), so there is no Python loop over the 80 bands.
+
+Speed. Without gradients, every step runs over chunks of frames (`frame_chunk`), so no 8N or 4N expansion of
+all frames is ever held (memory depends on the block, not on the model's width), while the chunks stay large
+enough that each element-wise op is one big parallel region: on a loaded 2-core machine, small (cache-sized)
+chunks were 3x slower at 2 threads (every op's thread barrier waits for a descheduled thread; docs/evaluation.md).
+The temporal convolutions run on the channels-last tensor directly (a depthwise 2-D convolution over a
+``[batch, features, frames, bands]`` view), so the band transformer and the convolutions share one layout and
+nothing is transposed between them. With gradients on, each step runs once over the whole tensor.
 """
 
 from __future__ import annotations
@@ -11,18 +19,40 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
-#: frames per chunk for per-frame work when no gradient is needed (bounds memory, same result)
-INFERENCE_FRAME_CHUNK = 128
+#: bytes of the widest intermediate (the FFN's 8N floats per token) of one inference chunk (measured on the
+#: 2-core EPYC at 256x6, docs/evaluation.md: 32-256 MiB equally fast at one and two threads, 4 MiB as fast at
+#: one thread and 3x slower at two on a loaded machine)
+CHUNK_BYTES = 64 << 20
 
 
-def map_frames(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """Apply a per-frame function to ``x [batch, frames, ...]``, in frame chunks when gradients are off."""
-    if torch.is_grad_enabled() or x.shape[1] <= INFERENCE_FRAME_CHUNK:
-        return fn(x)
-    return torch.cat([fn(part) for part in x.split(INFERENCE_FRAME_CHUNK, dim=1)], dim=1)
+def frame_chunk(bands: int, dim: int) -> int:
+    """Frames per inference chunk for a ``bands`` x ``dim`` model (8N floats per token must fit CHUNK_BYTES)."""
+    return max(1, CHUNK_BYTES // (bands * 8 * dim * 4))
+
+
+def spans(length: int, most: int) -> list[tuple[int, int]]:
+    """``[0, length)`` cut into equal spans of at most ``most`` (103 frames in chunks of 102 are 52 + 51)."""
+    count = -(-length // most)
+    size = -(-length // max(count, 1))
+    return [(start, min(length, start + size)) for start in range(0, length, size)]
+
+
+def map_frames(fn: Callable[[Tensor, Tensor | None], Tensor], x: Tensor, frames: int) -> Tensor:
+    """Apply a per-frame function to ``x [batch, frames, bands, dim]``.
+
+    ``fn(chunk [n, bands, dim], out)`` returns its result, written into ``out`` (same shape) unless that is
+    None. Without gradients it runs over chunks of ``frames`` frames of the flattened batch x frames axis, each
+    writing its part of one output tensor; with gradients in one call.
+    """
+    flat = x.flatten(0, 1)
+    if torch.is_grad_enabled() or flat.shape[0] <= frames:
+        return fn(flat, None).view_as(x)
+    out = torch.empty_like(flat)
+    for start, stop in spans(flat.shape[0], frames):
+        fn(flat[start:stop], out[start:stop])
+    return out.view_as(x)
 
 
 class RMSNorm(nn.Module):
@@ -39,8 +69,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return normed.to(x.dtype) * self.weight
+        mean_square = torch.linalg.vector_norm(x32, dim=-1, keepdim=True).square() / x.shape[-1]  # one pass over x
+        return (x32 * torch.rsqrt(mean_square + self.eps)).to(x.dtype) * self.weight
 
 
 class BandwiseLinear(nn.Module):
@@ -58,18 +88,22 @@ class BandwiseLinear(nn.Module):
 
 
 def rope_tables(positions: int, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
-    """cos/sin ``[positions, head_dim]`` for rotary embeddings on interleaved pairs (2i, 2i+1)."""
+    """cos and signed sin ``[positions, 1, head_dim]`` for rotary embeddings on interleaved pairs (2i, 2i+1).
+
+    The sin table carries the rotation's signs (``-sin`` at even, ``+sin`` at odd places), see `apply_rope`.
+    The middle axis broadcasts over heads.
+    """
     inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
     angles = torch.arange(positions, dtype=torch.float64)[:, None] * inv_freq[None]
-    angles = angles.repeat_interleave(2, dim=-1)
-    return angles.cos().float(), angles.sin().float()
+    sin = torch.stack((-angles.sin(), angles.sin()), dim=-1).flatten(-2)
+    return angles.cos().repeat_interleave(2, dim=-1).float()[:, None], sin.float()[:, None]
 
 
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate pairs (x[2i], x[2i+1]) of ``x [..., positions, head_dim]`` by position-dependent angles."""
-    pairs = x.unflatten(-1, (-1, 2))
-    rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
-    return x * cos + rotated * sin
+def apply_rope(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
+    """Rotate pairs (x[2i], x[2i+1]) of ``x [..., positions, heads, head_dim]`` by position-dependent angles:
+    ``(x0 cos - x1 sin, x1 cos + x0 sin)`` = ``x * cos + swap(x) * signed_sin`` with ``swap(x0, x1) = (x1, x0)``."""
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    return torch.addcmul(x * cos, swapped, signed_sin)
 
 
 class BandTransformer(nn.Module):
@@ -82,6 +116,7 @@ class BandTransformer(nn.Module):
     def __init__(self, dim: int, heads: int, bands: int, theta: float):
         super().__init__()
         self.heads = heads
+        self.chunk = frame_chunk(bands, dim)
         self.attn_norm = RMSNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.attn_out = nn.Linear(dim, dim, bias=False)
@@ -94,52 +129,82 @@ class BandTransformer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x [batch, frames, bands, dim]`` -> same shape."""
-        return map_frames(self._forward, x)
+        return map_frames(self._forward, x, self.chunk)
 
-    def _forward(self, x: Tensor) -> Tensor:
-        batch = x.shape[0]
-        x = rearrange(x, "b t k n -> (b t) k n")
-        qkv = self.qkv(self.attn_norm(x))
-        q, k, v = rearrange(qkv, "s k (h three d) -> three s h k d", three=3, h=self.heads)
-        q = apply_rope(q, self.rope_cos, self.rope_sin)
-        k = apply_rope(k, self.rope_cos, self.rope_sin)
-        attended = F.scaled_dot_product_attention(q, k, v)
-        x = x + self.attn_out(rearrange(attended, "s h k d -> s k (h d)"))
-        gate, z = F.silu(self.ffn_in(self.ffn_norm(x))).chunk(2, dim=-1)
-        x = x + self.ffn_out(F.silu(gate) * z)
-        return rearrange(x, "(b t) k n -> b t k n", b=batch)
+    def _forward(self, x: Tensor, out: Tensor | None) -> Tensor:
+        """``x [sequences, bands, dim]`` -> same (into ``out`` unless None)."""
+        # Q/K/V interleaved per head: [s, k, heads, (q k v), d]; views, no copies
+        qkv = self.qkv(self.attn_norm(x)).unflatten(-1, (self.heads, 3, -1))
+        q = apply_rope(qkv[..., 0, :], self.rope_cos, self.rope_sin)  # [s, k, h, d]
+        k = apply_rope(qkv[..., 1, :], self.rope_cos, self.rope_sin)
+        v = qkv[..., 2, :]
+        attended = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        x = x + self.attn_out(attended.transpose(1, 2).flatten(-2))
+        gate, z = F.silu(self.ffn_in(self.ffn_norm(x)), inplace=True).chunk(2, dim=-1)
+        return torch.add(x, self.ffn_out(F.silu(gate) * z), out=out)
 
 
 class TemporalConvBlock(nn.Module):
     """Residual block along time, weights shared by all bands: depthwise conv -> RMSNorm -> 1x1 (4x) -> SiLU -> 1x1.
 
-    Non-causal: symmetric padding. Causal: the conv sees only the past; ``history`` ``[batch, kernel-1, bands,
-    dim]`` holds the previous input frames (zeros at the start), so a stream processed piecewise equals one pass.
+    Non-causal: symmetric zero padding. Causal: the conv sees only the past; ``history`` ``[batch, kernel-1,
+    bands, dim]`` holds the previous input frames (zeros at the start), so a stream processed piecewise equals
+    one pass.
     """
 
-    def __init__(self, dim: int, kernel: int, causal: bool):
+    def __init__(self, dim: int, kernel: int, causal: bool, bands: int = 80):
         super().__init__()
         self.kernel = kernel
         self.causal = causal
+        self.chunk = 2 * frame_chunk(bands, dim)  # widest intermediate 4N
         self.dwconv = nn.Conv1d(dim, dim, kernel, groups=dim)
         self.norm = RMSNorm(dim)
         self.fc1 = nn.Linear(dim, 4 * dim)
         self.fc2 = nn.Linear(4 * dim, dim)
 
+    @property
+    def reach(self) -> tuple[int, int]:
+        """Input frames before and after an output frame that it depends on."""
+        return (self.kernel - 1, 0) if self.causal else (self.kernel // 2, self.kernel // 2)
+
     def forward(self, x: Tensor, history: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """``x [batch, frames, bands, dim]`` -> (same shape, new history or None when non-causal)."""
-        batch, bands = x.shape[0], x.shape[2]
-        if self.causal:
-            if history is None:
-                history = x.new_zeros(batch, self.kernel - 1, bands, x.shape[3])
-            padded = torch.cat([history, x], dim=1)
-            new_history = padded[:, padded.shape[1] - (self.kernel - 1):]
-            h = rearrange(padded, "b t k n -> (b k) n t")
+        before, after = self.reach
+        frames = x.shape[1]
+        if torch.is_grad_enabled() or x.shape[0] * frames <= self.chunk:
+            out = x + self._step(self._window(x, history, -before, frames + after))
         else:
-            new_history = None
-            h = F.pad(rearrange(x, "b t k n -> (b k) n t"), (self.kernel // 2, self.kernel // 2))
-        h = rearrange(self.dwconv(h), "(b k) n t -> b t k n", b=batch, k=bands)
-        return x + map_frames(self._pointwise, h), new_history
+            out = torch.empty_like(x)
+            for b in range(x.shape[0]):
+                item, past = x[b : b + 1], None if history is None else history[b : b + 1]
+                for start, stop in spans(frames, self.chunk):
+                    window = self._window(item, past, start - before, stop + after)
+                    torch.add(item[:, start:stop], self._step(window), out=out[b : b + 1, start:stop])
+        if not self.causal:
+            return out, None
+        return out, self._window(x, history, frames - before, frames)
 
-    def _pointwise(self, h: Tensor) -> Tensor:
-        return self.fc2(F.silu(self.fc1(self.norm(h))))
+    def _window(self, x: Tensor, history: Tensor | None, start: int, stop: int) -> Tensor:
+        """Input frames ``[start, stop)`` of ``x [batch, frames, ...]``: frames before 0 come from ``history``
+        (its last ones; zeros when None), frames past the end are zeros."""
+        frames = x.shape[1]
+        inner = x[:, max(start, 0) : min(stop, frames)]
+        if start >= 0 and stop <= frames:
+            return inner
+        parts = [inner]
+        if start < 0:
+            past = x.new_zeros(x.shape[0], -start, *x.shape[2:]) if history is None else history[:, start:]
+            parts.insert(0, past)
+        if stop > frames:
+            parts.append(x.new_zeros(x.shape[0], stop - max(start, frames), *x.shape[2:]))
+        return torch.cat(parts, dim=1)
+
+    def _step(self, window: Tensor) -> Tensor:
+        """The residual branch for the frames a window covers: ``[b, n + kernel - 1, k, dim]`` -> ``[b, n, k, dim]``.
+
+        The depthwise conv runs on the channels-last view ``[b, dim, frames, bands]`` with a ``kernel x 1``
+        filter, so the tensor keeps its layout."""
+        weight = self.dwconv.weight.unsqueeze(-1)  # [dim, 1, kernel, 1]
+        h = F.conv2d(window.permute(0, 3, 1, 2), weight, self.dwconv.bias, groups=weight.shape[0])
+        h = h.permute(0, 2, 3, 1)
+        return self.fc2(F.silu(self.fc1(self.norm(h)), inplace=True))
