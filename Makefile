@@ -11,6 +11,9 @@ install:
 
 install-dev: install
 	$(PIP) install -e '.[all]'
+	@command -v lame >/dev/null && command -v ffmpeg >/dev/null || \
+	  (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq --no-install-recommends lame ffmpeg) \
+	  || echo "note: lame/ffmpeg not installed; the real-encoder tests fail under CI=1 and are skipped otherwise"
 	@$(PYTHON) -c "import fluidsynth" 2>/dev/null || \
 	  (command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq --no-install-recommends libfluidsynth3) \
 	   || echo "note: libfluidsynth3 not installed; generator tests will be skipped")

@@ -33,7 +33,6 @@ def test_the_table_matches_the_extras_in_pyproject():
 
 @pytest.mark.parametrize("blocked,argv,extra", [
     ("lameenc", ["degrade", "{wav}", "{out}", "--codec", "mp3"], "codecs"),
-    ("av", ["degrade", "{wav}", "{out}", "--codec", "aac"], "codecs"),
     ("yaml", ["train", str(ROOT / "configs" / "cpu.yaml")], "train"),
 ])
 def test_a_missing_optional_package_names_its_extra(tmp_path, capsys, monkeypatch, blocked, argv, extra):

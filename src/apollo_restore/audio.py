@@ -1,4 +1,4 @@
-"""Audio I/O: reading any supported file, atomic writing, resampling, channel layout.
+"""Audio I/O: reading any file (decoded by `apollo_restore.decode`), atomic writing, resampling, channel layout.
 
 Audio arrays are float32 numpy arrays shaped ``[channels, samples]`` everywhere in this package.
 Every failure a user can cause (missing file, not audio, empty, NaN samples, unwritable output) is raised
@@ -8,96 +8,74 @@ as :class:`ApolloError` with a one-line message.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
 
+from apollo_restore.decode import AudioInfo, AudioReader
 from apollo_restore.errors import ApolloError
 from apollo_restore.files import discard, publish, temp_beside
 
 #: extensions `apollo restore` picks up when given a folder
-INPUT_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
+INPUT_EXTENSIONS = (".wav", ".flac", ".aif", ".aiff", ".mp3", ".m4a", ".mp4", ".aac", ".ogg", ".oga", ".opus")
 #: output container -> default sample format (float WAV cannot clip; FLAC has no float format)
 DEFAULT_SUBTYPE = {".wav": "FLOAT", ".flac": "PCM_24"}
 
 
-@dataclass(frozen=True)
-class AudioInfo:
-    """What a file holds, read from its header."""
+def open_audio(path: str | os.PathLike) -> AudioReader:
+    """Open an audio file of any format FFmpeg reads: ``.info`` (header facts), ``.blocks(n)`` (one decode pass).
 
-    path: Path
-    sample_rate: int
-    channels: int
-    frames: int
-    subtype: str
-
-    @property
-    def seconds(self) -> float:
-        return self.frames / self.sample_rate
-
-
-def _open_error(path: Path, error: Exception) -> ApolloError:
-    if not path.exists():
-        return ApolloError(f"{path}: no such file")
-    if path.is_dir():
-        return ApolloError(f"{path}: is a folder, not an audio file")
-    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return ApolloError(f"{path}: cannot read audio ({reason})")
+    Raises ApolloError with a one-line reason if it is missing, not a regular file, not audio or empty."""
+    reader = AudioReader(path)
+    if reader.info.frames_exact and reader.info.frames == 0:
+        reader.close()
+        raise ApolloError(f"{reader.path}: holds no audio samples")
+    return reader
 
 
 def audio_info(path: str | os.PathLike) -> AudioInfo:
-    """Header facts of an audio file; raises ApolloError if it is missing, unreadable or empty."""
-    path = Path(path)
-    try:
-        info = sf.info(str(path))
-    except Exception as error:
-        raise _open_error(path, error) from None
-    if info.frames <= 0 or info.samplerate <= 0:
-        raise ApolloError(f"{path}: holds no audio samples")
-    return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), str(info.subtype))
+    """Header facts of an audio file (nothing is decoded); raises ApolloError if it is missing, unreadable or empty."""
+    with open_audio(path) as reader:
+        return reader.info
 
 
-def _check_finite(audio: np.ndarray, where: str) -> None:
-    if not np.isfinite(audio).all():
-        raise ApolloError(f"{where}: contains NaN or infinite samples")
+def iter_audio_blocks(path: str | os.PathLike, block_frames: int, start: int = 0
+                      ) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(start_frame, block [channels, n])`` from sample ``start`` to the end without loading the file.
 
-
-def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Read a whole file as float32 ``[channels, samples]`` and its sample rate."""
-    info = audio_info(path)
-    blocks = [block for _, block in iter_audio_blocks(info.path, 1 << 20)]
-    return np.concatenate(blocks, axis=1), info.sample_rate
-
-
-def iter_audio_blocks(path: str | os.PathLike, block_frames: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(start_frame, block [channels, n])`` through a file without loading all of it.
-
-    Raises ApolloError on a truncated/corrupt stream or non-finite samples.
+    The blocks concatenate to exactly the whole-file decode, for any ``block_frames``. Raises ApolloError on
+    non-finite samples or a file without samples; warns (`ApolloWarning`) about damaged or truncated data.
     """
-    path = Path(path)
-    try:
-        handle = sf.SoundFile(str(path))
-    except Exception as error:
-        raise _open_error(path, error) from None
-    with handle:
-        start = 0
-        while True:
-            try:
-                block = handle.read(block_frames, dtype="float32", always_2d=True)
-            except Exception as error:
-                raise ApolloError(f"{path}: stream is corrupt or truncated ({error})") from None
-            if block.shape[0] == 0:
+    with open_audio(path) as reader:
+        position = start
+        for block in reader.blocks(block_frames, start):
+            yield position, block
+            position += block.shape[1]
+    if position == 0:
+        raise ApolloError(f"{reader.path}: holds no audio samples")
+
+
+def read_audio(path: str | os.PathLike, start: int = 0, frames: int | None = None) -> tuple[np.ndarray, int]:
+    """Read a file (or ``frames`` samples from ``start``) as float32 ``[channels, samples]`` and its sample rate.
+
+    A segment holds exactly the samples of the whole-file decode at those positions (fewer if the file ends)."""
+    parts, held, rate = [], 0, 0
+    block = 1 << 20 if frames is None else max(1, min(frames, 1 << 20))
+    with open_audio(path) as reader:
+        rate, channels = reader.info.sample_rate, reader.info.channels
+        for part in reader.blocks(block, start):
+            parts.append(part)
+            held += part.shape[1]
+            if frames is not None and held >= frames:
                 break
-            block = np.ascontiguousarray(block.T)
-            _check_finite(block, str(path))
-            yield start, block
-            start += block.shape[1]
-        if start == 0:
-            raise ApolloError(f"{path}: holds no audio samples")
+    if not parts and start == 0:
+        raise ApolloError(f"{reader.path}: holds no audio samples")
+    audio = np.concatenate(parts, axis=1) if parts else np.zeros((channels, 0), np.float32)
+    return (audio if frames is None else audio[:, :frames]), rate
 
 
 def as_channels_first(audio: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -186,13 +164,29 @@ class AtomicAudioWriter:
         try:
             self._file.write(np.ascontiguousarray(block.T))
         except Exception as error:
-            raise ApolloError(f"{self.path}: write failed ({error})") from None
+            raise self._failure(error, block.nbytes) from None
+
+    def _failure(self, error: Exception, size: int) -> ApolloError:
+        """libsndfile reports a full disk as "System error.": tell it by the space left on the file system."""
+        try:
+            full = shutil.disk_usage(self._tmp.parent).free < max(size, 1 << 16)
+        except OSError:
+            full = False
+        if full:
+            return ApolloError(f"{self.path}: disk full (no space left on {self._tmp.parent})")
+        return ApolloError(f"{self.path}: write failed ({error})")
 
     def __enter__(self) -> AtomicAudioWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._file.close()
+        try:
+            self._file.close()  # writes the header and what is buffered
+        except Exception as error:
+            self._tmp.unlink(missing_ok=True)
+            if exc_type is None:
+                raise self._failure(error, 0) from None
+            return
         if exc_type is None:
             publish(self._tmp, self.path)
         else:

@@ -14,3 +14,7 @@ def one_line(text: object, limit: int = MAX_MESSAGE_CHARS) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+class ApolloWarning(UserWarning):
+    """Something about the input a user should know (damaged or truncated data); the CLI prints it as one line."""

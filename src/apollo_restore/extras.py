@@ -11,7 +11,6 @@ from __future__ import annotations
 OPTIONAL_IMPORTS: dict[str, tuple[str, str]] = {
     "lameenc": ("lameenc", "codecs"),
     "miniaudio": ("miniaudio", "codecs"),
-    "av": ("av", "codecs"),
     "music21": ("music21", "data"),
     "fluidsynth": ("pyfluidsynth", "data"),
     "scipy": ("scipy", "data"),

@@ -9,6 +9,7 @@ is cross-faded.
 
 from __future__ import annotations
 
+import errno
 import math
 import tempfile
 import time
@@ -17,17 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from apollo_restore.audio import (
     AtomicAudioWriter,
-    AudioInfo,
+    AudioReader,
     ResampleStream,
     as_channels_first,
-    audio_info,
     fit_length,
-    iter_audio_blocks,
+    open_audio,
     resample,
 )
 from apollo_restore.errors import ApolloError
@@ -40,6 +39,11 @@ CHANNEL_GROUP = 2
 CONTEXT_MARGIN_FRAMES = 3
 #: the level the model sees: inputs are scaled so that their peak is this (training clips peak near 1)
 TARGET_PEAK = 1.0
+#: inputs with a lower peak (-600 dBFS, far below any format's noise floor) are silence: a gain of
+#: TARGET_PEAK / peak would overflow float32, so they are written as zeros
+MIN_PEAK = 1e-30
+#: input samples decoded per step into the temporary copy
+DECODE_BLOCK = 1 << 18
 
 
 def keep_freed_memory() -> None:
@@ -151,6 +155,10 @@ class Restorer:
         cut = None if self.gate is None else self._cut(blocks, read, gain)
         for block in blocks:
             restored = self._run(read(block.start, block.stop) * gain, cut) / gain
+            if not np.isfinite(restored).all():
+                at = block.keep_start / self.sample_rate
+                raise ApolloError(f"the model's output is not finite (NaN or infinity) from {at:.1f} s on; "
+                                  "nothing was written (are the model's weights finite?)")
             yield restored[:, block.keep_start - block.start : block.keep_stop - block.start]
 
     def restore_array(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -160,7 +168,7 @@ class Restorer:
             raise ApolloError("audio contains NaN or infinite samples")
         x = resample(audio, sample_rate, self.sample_rate)
         peak = float(np.abs(x).max())
-        if peak == 0.0:
+        if peak < MIN_PEAK:
             out = np.zeros_like(x)
         else:
             out = np.concatenate(list(self.run_blocks(lambda a, b: x[:, a:b], x.shape[1], TARGET_PEAK / peak)), 1)
@@ -172,60 +180,91 @@ class Restorer:
                      progress: Callable[[int, int], None] | None = None) -> FileResult:
         """Restore one file to ``dst`` (written atomically). ``progress(done, total)`` gets model-rate samples."""
         started = time.perf_counter()
-        info = audio_info(src)
-        with tempfile.TemporaryDirectory(prefix="apollo-") as tmp:
-            decoded, length, peak, in_frames = self._decode(info.path, Path(tmp) / "input.wav", info)
-            out_sr = info.sample_rate if keep_sr else self.sample_rate
-            out_length = in_frames if keep_sr else length
-            back = ResampleStream(self.sample_rate, out_sr, info.channels)
-            with sf.SoundFile(str(decoded)) as source, AtomicAudioWriter(dst, out_sr, info.channels, subtype) as out:
-
-                def read(start: int, stop: int) -> np.ndarray:
-                    source.seek(start)
-                    return source.read(stop - start, dtype="float32", always_2d=True).T
-
-                blocks = (
-                    self.run_blocks(read, length, TARGET_PEAK / peak) if peak > 0
-                    else (np.zeros((info.channels, b.keep_stop - b.keep_start), np.float32)
-                          for b in plan_blocks(length, self.config, self.block_seconds))
-                )
-                written = done = 0
-                for block in blocks:
-                    done += block.shape[1]
-                    chunk = back(block, last=done >= length)
-                    chunk = chunk[:, : max(0, out_length - written)]
-                    out.write(chunk)
-                    written += chunk.shape[1]
-                    if progress:
-                        progress(done, length)
-                if written < out_length:
-                    out.write(np.zeros((info.channels, out_length - written), np.float32))
+        with open_audio(src) as reader, tempfile.TemporaryDirectory(prefix="apollo-") as tmp:
+            info = reader.info
+            source = DecodedCopy(Path(tmp) / "input.f32", info.channels)
+            with source:
+                length, peak, in_frames = self._decode(reader, source)
+                out_sr = info.sample_rate if keep_sr else self.sample_rate
+                out_length = in_frames if keep_sr else length
+                back = ResampleStream(self.sample_rate, out_sr, info.channels)
+                with AtomicAudioWriter(dst, out_sr, info.channels, subtype) as out:
+                    blocks = (
+                        self.run_blocks(source.read, length, TARGET_PEAK / peak) if peak >= MIN_PEAK
+                        else (np.zeros((info.channels, b.keep_stop - b.keep_start), np.float32)
+                              for b in plan_blocks(length, self.config, self.block_seconds))
+                    )
+                    written = done = 0
+                    for block in blocks:
+                        done += block.shape[1]
+                        chunk = back(block, last=done >= length)
+                        chunk = chunk[:, : max(0, out_length - written)]
+                        out.write(chunk)
+                        written += chunk.shape[1]
+                        if progress:
+                            progress(done, length)
+                    if written < out_length:
+                        out.write(np.zeros((info.channels, out_length - written), np.float32))
         return FileResult(Path(src), Path(dst), in_frames / info.sample_rate, info.channels, info.sample_rate, out_sr,
                           time.perf_counter() - started, peak, out.clipped)
 
-    def _decode(self, src: Path, tmp: Path, info: AudioInfo) -> tuple[Path, int, float, int]:
-        """Stream ``src`` into a float32 WAV at the model rate; returns (path, length, peak, input frames)."""
+    def _decode(self, reader: AudioReader, copy: DecodedCopy) -> tuple[int, float, int]:
+        """Decode ``reader`` once into ``copy`` at the model rate; returns (length, peak, input frames)."""
+        info = reader.info
         to_model = ResampleStream(info.sample_rate, self.sample_rate, info.channels)
-        peak, length, in_frames = 0.0, 0, 0
-        with sf.SoundFile(str(tmp), "w", samplerate=self.sample_rate, channels=info.channels,
-                          subtype="FLOAT") as out:
-            pending = None
-            for _, block in iter_audio_blocks(src, 1 << 18):
-                if pending is not None:
-                    length, peak = _append(out, to_model(pending), length, peak)
-                pending = block
-                in_frames += block.shape[1]
-            length, peak = _append(out, to_model(pending, last=True), length, peak)
-        if length == 0:
-            raise ApolloError(f"{src}: too short to restore")
-        return tmp, length, peak, in_frames
+        peak, in_frames = 0.0, 0
+        pending = None
+        for block in reader.blocks(DECODE_BLOCK):
+            if pending is not None:
+                peak = max(peak, copy.write(to_model(pending)))
+            pending = block
+            in_frames += block.shape[1]
+        if pending is None:
+            raise ApolloError(f"{info.path}: holds no audio samples")
+        peak = max(peak, copy.write(to_model(pending, last=True)))
+        if copy.length == 0:
+            raise ApolloError(f"{info.path}: too short to restore")
+        return copy.length, peak, in_frames
 
 
-def _append(out: sf.SoundFile, block: np.ndarray, length: int, peak: float) -> tuple[int, float]:
-    if block.shape[1]:
-        out.write(np.ascontiguousarray(block.T))
-        peak = max(peak, float(np.abs(block).max()))
-    return length + block.shape[1], peak
+class DecodedCopy:
+    """The decoded input at the model rate as raw float32 in a temporary file, read back by position."""
+
+    def __init__(self, path: Path, channels: int):
+        self.path, self.channels, self.length = path, channels, 0
+        try:
+            self._file = path.open("w+b")
+        except OSError as error:
+            raise ApolloError(f"{path.parent}: cannot create the decoded copy of the input ({error.strerror}; "
+                              "set TMPDIR to a writable folder)") from None
+
+    def write(self, block: np.ndarray) -> float:
+        """Append ``[channels, n]``; returns its peak."""
+        if not block.shape[1]:
+            return 0.0
+        try:
+            self._file.write(np.ascontiguousarray(block.T, dtype=np.float32).tobytes())
+            self._file.flush()
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ApolloError(f"{self.path.parent}: disk full while writing the decoded copy of the input "
+                                  f"({self.length * 4 * self.channels / 1e6:.0f} MB written; set TMPDIR to a "
+                                  "folder with more space)") from None
+            raise ApolloError(f"{self.path}: cannot write the decoded copy ({error.strerror})") from None
+        self.length += block.shape[1]
+        return float(np.abs(block).max())
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``[start, stop)`` as ``[channels, stop - start]``."""
+        self._file.seek(start * 4 * self.channels)
+        data = np.frombuffer(self._file.read((stop - start) * 4 * self.channels), dtype=np.float32)
+        return data.reshape(-1, self.channels).T
+
+    def __enter__(self) -> DecodedCopy:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
 
 
 @dataclass(frozen=True)

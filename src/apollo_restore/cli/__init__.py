@@ -18,10 +18,11 @@ import pkgutil
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from types import ModuleType
 
-from apollo_restore.errors import ApolloError, one_line
+from apollo_restore.errors import ApolloError, ApolloWarning, one_line
 from apollo_restore.extras import missing_extra
 
 #: signals that end a run like Ctrl-C does (where the platform has them)
@@ -80,10 +81,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_warnings(prog: str) -> None:
+    """Show our warnings (damaged or truncated input, ...) as one line each on stderr, like errors."""
+    show = getattr(warnings.showwarning, "shown_before", warnings.showwarning)  # main() may run again in-process
+
+    def show_ours(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, ApolloWarning):
+            print(f"{prog}: warning: {one_line(message)}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    show_ours.shown_before = show
+    warnings.showwarning = show_ours
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"apollo {args.command}"
+    _print_warnings(prog)
     try:
         with _terminating_signals_raise():
             return int(args._run(args) or 0)

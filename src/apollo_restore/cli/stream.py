@@ -82,20 +82,26 @@ def _raw_chunks(handle: BinaryIO, channels: int, frames: int) -> Iterator[np.nda
 
 
 def _file_chunks(path: Path, rate: int, chunk_ms: float) -> tuple[Iterator[np.ndarray], int]:
-    """Blocks of ``chunk_ms`` from an audio file, resampled to ``rate`` on the fly; and the channel count."""
-    from apollo_restore.audio import ResampleStream, audio_info, iter_audio_blocks
+    """Blocks of ``chunk_ms`` from an audio file, resampled to ``rate`` on the fly; and the channel count.
 
-    info = audio_info(path)
+    The file is decoded as `apollo restore` decodes it (one gapless pass, re-cut into chunks)."""
+    from apollo_restore.audio import ResampleStream, open_audio
+
+    reader = open_audio(path)
+    info = reader.info
     to_model = ResampleStream(info.sample_rate, rate, info.channels)
     frames = max(1, round(chunk_ms * info.sample_rate / 1000))
 
     def chunks() -> Iterator[np.ndarray]:
-        pending = None
-        for _, block in iter_audio_blocks(path, frames):
-            if pending is not None:
-                yield to_model(pending)
-            pending = block
-        yield to_model(pending, last=True)
+        with reader:
+            pending = None
+            for block in reader.blocks(frames):
+                if pending is not None:
+                    yield to_model(pending)
+                pending = block
+            if pending is None:
+                raise ApolloError(f"{path}: holds no audio samples")
+            yield to_model(pending, last=True)
 
     return chunks(), info.channels
 
@@ -121,12 +127,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _stream(args: argparse.Namespace) -> int:
     from apollo_restore.audio import AtomicAudioWriter
+    from apollo_restore.decode import check_input_file
     from apollo_restore.inference import pick_device
     from apollo_restore.streaming import StreamingRestorer, run_stream
 
     output = args.output if args.output is not None else (STDIO if args.raw else None)
     if output is None:
         raise ApolloError("give -o OUTPUT.wav/.flac, or -o - for raw f32le on stdout")
+    if not args.raw and args.input != STDIO:
+        check_input_file(Path(args.input))  # before resolving it: a symlink loop or a FIFO gets its own message
     if output != STDIO and args.input != STDIO and Path(output).resolve() == Path(args.input).resolve():
         raise ApolloError(f"{args.input}: output would overwrite the input")
     if args.compile:  # the complex STFT ops stay eager; inductor says so once per graph

@@ -18,9 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
-from apollo_restore.audio import audio_info, iter_audio_blocks
+from apollo_restore.audio import audio_info, iter_audio_blocks, read_audio
 from apollo_restore.data.layouts import Song, Stem, discover
 from apollo_restore.errors import ApolloError
 
@@ -75,10 +74,7 @@ def read_segment(paths: tuple[Path, ...], start: int, frames: int) -> np.ndarray
     past the end)."""
     out: np.ndarray | None = None
     for path in paths:
-        try:
-            block = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)[0].T
-        except Exception as error:
-            raise ApolloError(f"{path}: cannot read audio ({error})") from None
+        block, _ = read_audio(path, start, frames)
         if out is None:
             out = np.zeros((block.shape[0], frames), np.float32)
         channels = min(out.shape[0], block.shape[0])
