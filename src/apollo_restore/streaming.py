@@ -101,6 +101,7 @@ class StreamingRestorer:
         self._envelope = torch.zeros(0, device=self.device)  # summed squared window, same positions
         self._next_frame = 0
         self._received = 0
+        self._peak = 0.0  # of the input so far, for the error message if the output stops being finite
         self._emitted = 0
         self._pass_band = None if self.gate is None else self.gate.tracker(self.device)
 
@@ -131,6 +132,8 @@ class StreamingRestorer:
         x = self._check(chunk)
         self._inbuf = torch.cat([self._inbuf, x * self.gain], dim=1)
         self._received += x.shape[1]
+        if x.numel():
+            self._peak = max(self._peak, float(x.abs().max()))
         if self._inbuf.shape[1] >= self.n_fft:  # every frame whose last input sample has arrived
             self._run_frames((self._inbuf.shape[1] - self.n_fft) // self.hop + 1)
         # samples before the next frame's first sample get no more overlap-add terms
@@ -159,6 +162,11 @@ class StreamingRestorer:
         if ready <= 0:
             return np.zeros((self.channels, 0), np.float32)
         out = self._ola[:, :ready] / self._envelope[:ready] / self.gain
+        if not torch.isfinite(out).all():  # never hand out NaN/inf: the stream cannot go on
+            at, peak = self._emitted / self.sample_rate, self._peak
+            self.reset()
+            raise ApolloError(f"restored stream is not finite (NaN or infinity) after {at:.2f} s; input peak so far "
+                              f"{peak:.3g} (full scale is 1.0: scale the input, e.g. --gain-db)")
         self._ola, self._envelope = self._ola[:, ready:], self._envelope[ready:]
         self._emitted += ready
         return out.cpu().numpy()
