@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -103,11 +105,11 @@ def test_fifo_input_is_refused_at_once(tmp_path, tiny_checkpoint, causal_checkpo
 def test_symlink_loop_input_is_a_clear_error(tmp_path, causal_checkpoint, capsys):
     (tmp_path / "a.mp3").symlink_to(tmp_path / "b.mp3")
     (tmp_path / "b.mp3").symlink_to(tmp_path / "a.mp3")
-    with pytest.raises(ApolloError, match="symbolic link loop"):
+    with pytest.raises(ApolloError, match="symlink loop"):
         read_audio(tmp_path / "a.mp3")
     args = ["stream", str(tmp_path / "a.mp3"), "-o", str(tmp_path / "out.wav"), "--checkpoint", str(causal_checkpoint)]
     assert main(args) == 1
-    assert "symbolic link loop" in _one_line(capsys)
+    assert "symlink loop" in _one_line(capsys)
 
 
 def test_text_named_mp3_says_it_is_not_audio(tmp_path, tiny_checkpoint, capfd):
@@ -177,3 +179,31 @@ def test_enospc_is_reported_as_disk_full(tmp_path, monkeypatch):
     copy._file = FullFile()
     with pytest.raises(ApolloError, match="disk full"):
         copy.write(np.ones((2, 10), np.float32))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_decoded_copy_in_tmpdir_does_not_outlive_its_process(tmp_path, tiny_checkpoint, signum):
+    """SIGTERM removes it at once; after SIGKILL the next run removes it (its pid is dead)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    sf.write(tmp_path / "long.wav", np.tile(_music(1.0), 60).T, 44100, subtype="PCM_16")
+    env = {**os.environ, "TMPDIR": str(tmp), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "apollo_restore", "restore", "-q", "--checkpoint", str(tiny_checkpoint)]
+    process = subprocess.Popen([*command, str(tmp_path / "long.wav"), "-o", str(tmp_path / "out.wav")], env=env,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not [p for p in tmp.iterdir() if p.stat().st_size > 0] and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the decoded copy is being written
+    process.send_signal(signum)
+    process.wait(timeout=60)
+    copies = list(tmp.iterdir())
+    if signum == signal.SIGTERM:
+        assert process.returncode == 143 and copies == []
+        return
+    assert len(copies) == 1 and "apollo" in copies[0].name
+    sf.write(tmp_path / "short.wav", _music(0.5).T, 44100)
+    done = subprocess.run([*command, str(tmp_path / "short.wav"), "-o", str(tmp_path / "short-out.wav")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert list(tmp.iterdir()) == []
+    assert not list(tmp_path.glob("*.apollo-tmp-*"))  # nor beside the output

@@ -183,7 +183,7 @@ class AtomicAudioWriter:
         try:
             self._file.close()  # writes the header and what is buffered
         except Exception as error:
-            self._tmp.unlink(missing_ok=True)
+            discard(self._tmp)
             if exc_type is None:
                 raise self._failure(error, 0) from None
             return

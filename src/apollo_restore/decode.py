@@ -22,7 +22,6 @@ counted; a file that ends before its header says it should is read as far as it 
 
 from __future__ import annotations
 
-import errno
 import itertools
 import os
 import stat
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from apollo_restore.errors import ApolloError, ApolloWarning
+from apollo_restore.files import missing_input
 
 #: codecs whose decoded samples do not depend on where decoding started (so seeking is exact)
 _LOSSLESS = ("pcm_", "flac", "alac", "wavpack", "tta", "ape", "mlp", "truehd")
@@ -66,14 +66,10 @@ class AudioInfo:
 
 def check_input_file(path: Path) -> None:
     """Refuse what is not a readable regular file (a FIFO would block forever) with a one-line reason."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise ApolloError(f"{path}: symbolic link loop") from None
-        if error.errno == errno.ENOENT:
-            raise ApolloError(f"{path}: no such file") from None
-        raise ApolloError(f"{path}: cannot read ({error.strerror})") from None
+    problem = missing_input(path)  # missing, broken symlink, symlink loop
+    if problem is not None:
+        raise problem
+    mode = path.stat().st_mode
     if stat.S_ISDIR(mode):
         raise ApolloError(f"{path}: is a folder, not an audio file")
     if not stat.S_ISREG(mode):

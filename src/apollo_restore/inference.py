@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import math
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from apollo_restore.audio import (
     resample,
 )
 from apollo_restore.errors import ApolloError
+from apollo_restore.files import temporary
 from apollo_restore.gate import Gate
 from apollo_restore.model import Apollo, ApolloConfig
 
@@ -180,9 +180,9 @@ class Restorer:
                      progress: Callable[[int, int], None] | None = None) -> FileResult:
         """Restore one file to ``dst`` (written atomically). ``progress(done, total)`` gets model-rate samples."""
         started = time.perf_counter()
-        with open_audio(src) as reader, tempfile.TemporaryDirectory(prefix="apollo-") as tmp:
+        with open_audio(src) as reader, temporary(hint=f"{Path(src).name}.decoded") as tmp:
             info = reader.info
-            source = DecodedCopy(Path(tmp) / "input.f32", info.channels)
+            source = DecodedCopy(tmp, info.channels)
             with source:
                 length, peak, in_frames = self._decode(reader, source)
                 out_sr = info.sample_rate if keep_sr else self.sample_rate
@@ -228,7 +228,10 @@ class Restorer:
 
 
 class DecodedCopy:
-    """The decoded input at the model rate as raw float32 in a temporary file, read back by position."""
+    """The decoded input at the model rate as raw float32 in a temporary file, read back by position.
+
+    The file is one of this program's temporaries in TMPDIR (`files.temporary`): removed on return, error,
+    Ctrl-C or SIGTERM; one left by a killed process is removed by the next run once its pid is gone."""
 
     def __init__(self, path: Path, channels: int):
         self.path, self.channels, self.length = path, channels, 0

@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
 def _stream(args: argparse.Namespace) -> int:
     from apollo_restore.audio import AtomicAudioWriter
     from apollo_restore.decode import check_input_file
+    from apollo_restore.files import same_file
     from apollo_restore.inference import pick_device
     from apollo_restore.streaming import StreamingRestorer, run_stream
 
@@ -135,8 +136,8 @@ def _stream(args: argparse.Namespace) -> int:
     if output is None:
         raise ApolloError("give -o OUTPUT.wav/.flac, or -o - for raw f32le on stdout")
     if not args.raw and args.input != STDIO:
-        check_input_file(Path(args.input))  # before resolving it: a symlink loop or a FIFO gets its own message
-    if output != STDIO and args.input != STDIO and Path(output).resolve() == Path(args.input).resolve():
+        check_input_file(Path(args.input))  # a symlink loop or a FIFO gets its own message
+    if output != STDIO and args.input != STDIO and same_file(output, args.input):
         raise ApolloError(f"{args.input}: output would overwrite the input")
     if args.compile:  # the complex STFT ops stay eager; inductor says so once per graph
         warnings.filterwarnings("ignore", message="Torchinductor does not support code generation for complex")
