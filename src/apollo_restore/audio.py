@@ -63,19 +63,11 @@ def read_audio(path: str | os.PathLike, start: int = 0, frames: int | None = Non
     """Read a file (or ``frames`` samples from ``start``) as float32 ``[channels, samples]`` and its sample rate.
 
     A segment holds exactly the samples of the whole-file decode at those positions (fewer if the file ends)."""
-    parts, held, rate = [], 0, 0
-    block = 1 << 20 if frames is None else max(1, min(frames, 1 << 20))
     with open_audio(path) as reader:
-        rate, channels = reader.info.sample_rate, reader.info.channels
-        for part in reader.blocks(block, start):
-            parts.append(part)
-            held += part.shape[1]
-            if frames is not None and held >= frames:
-                break
-    if not parts and start == 0:
+        audio = reader.read(start, frames)
+    if audio.shape[1] == 0 and start == 0:
         raise ApolloError(f"{reader.path}: holds no audio samples")
-    audio = np.concatenate(parts, axis=1) if parts else np.zeros((channels, 0), np.float32)
-    return (audio if frames is None else audio[:, :frames]), rate
+    return audio, reader.info.sample_rate
 
 
 def as_channels_first(audio: np.ndarray) -> tuple[np.ndarray, bool]:

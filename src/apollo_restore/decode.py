@@ -39,6 +39,10 @@ from apollo_restore.files import missing_input
 
 #: codecs whose decoded samples do not depend on where decoding started (so seeking is exact)
 _LOSSLESS = ("pcm_", "flac", "alac", "wavpack", "tta", "ape", "mlp", "truehd")
+#: FFmpeg probes 5 MB by default: 0.4 s to open a 16-bit WAV (it looks for S/PDIF data in it); 32 KB is many
+#: frames of any audio codec (measured: the same rate, channels, duration and start on every test file). The
+#: WAV demuxer's default packets (4096 bytes) make reading 6x slower; larger than 64 KB slows the probe
+_OPEN_OPTIONS = {"probesize": "32768", "max_size": "65536"}
 #: integer sample formats -> (scale, offset) to float in [-1, 1)
 _INT_SCALE = {"u8": (1 / 128, -128.0), "s16": (1 / 32768, 0.0), "s32": (2.0**-31, 0.0), "s64": (2.0**-63, 0.0)}
 
@@ -101,7 +105,7 @@ class AudioReader:
         import av
 
         try:
-            return av.open(str(self.path), metadata_errors="ignore")
+            return av.open(str(self.path), metadata_errors="ignore", options=_OPEN_OPTIONS)
         except av.error.InvalidDataError:
             raise ApolloError(f"{self.path}: not an audio file, or damaged (FFmpeg cannot read it)") from None
         except (av.error.FFmpegError, OSError) as error:
@@ -123,6 +127,7 @@ class AudioReader:
             raise ApolloError(f"{self.path}: holds no audio samples")
         frames, exact = self._declared_length(rate)
         self._crop = exact and self._container.format.name.startswith("mov")  # FFmpeg keeps M4A end padding
+        self._float = context.format is None or not context.format.name.startswith(("u8", "s16", "s32", "s64"))
         return AudioInfo(self.path, rate, channels, max(0, frames), exact, context.codec.name)
 
     def _declared_length(self, rate: int) -> tuple[int, bool]:
@@ -154,19 +159,34 @@ class AudioReader:
         missing data."""
         if frames < 1:
             raise ValueError("block size must be at least 1 sample")
-        pending: list[np.ndarray] = []
-        held = 0
+        block, filled = np.empty((self.info.channels, frames), np.float32), 0
         for chunk in self._decode(start):
-            pending.append(chunk)
+            used = 0
+            while used < chunk.shape[1]:
+                take = min(frames - filled, chunk.shape[1] - used)
+                block[:, filled : filled + take] = chunk[:, used : used + take]
+                filled, used = filled + take, used + take
+                if filled == frames:
+                    yield block
+                    block, filled = np.empty_like(block), 0
+        if filled:
+            yield block[:, :filled]
+        self._report()
+
+    def read(self, start: int = 0, frames: int | None = None) -> np.ndarray:
+        """Samples ``[start, start + frames)`` (to the end if ``frames`` is None; fewer if the file ends first)
+        as float32 ``[channels, n]``, exactly as in a whole-file decode."""
+        parts, held = [], 0
+        for chunk in self._decode(start):
+            if frames is not None:
+                chunk = chunk[:, : frames - held]
+            parts.append(chunk)
             held += chunk.shape[1]
-            while held >= frames:
-                joined = np.concatenate(pending, axis=1) if len(pending) > 1 else pending[0]
-                block, rest = joined[:, :frames], joined[:, frames:]
-                pending, held = ([rest] if rest.shape[1] else []), rest.shape[1]
-                yield np.ascontiguousarray(block)
-        if held:
-            yield np.ascontiguousarray(np.concatenate(pending, axis=1))
-        self._report(min(self.reached, self.info.frames) if self._crop else self.reached)
+            if frames is not None and held >= frames:
+                break
+        else:
+            self._report()
+        return np.concatenate(parts, axis=1) if parts else np.zeros((self.info.channels, 0), np.float32)
 
     def _decode(self, start: int) -> Iterator[np.ndarray]:
         """Decoded chunks from sample ``start`` on (cropped at the declared end where FFmpeg does not)."""
@@ -182,7 +202,7 @@ class AudioReader:
             if limit is not None:
                 chunk, limit = chunk[:, :limit], limit - min(limit, chunk.shape[1])
             if chunk.shape[1]:
-                if not np.isfinite(chunk).all():
+                if self._float and not np.isfinite(chunk).all():
                     raise ApolloError(f"{self.path}: contains NaN or infinite samples")
                 yield chunk
             if limit == 0:
@@ -199,13 +219,15 @@ class AudioReader:
                                  backward=True, stream=self._stream)
             chunks = self._chunks()
             first = next(chunks, None)
-            if first is not None and first[0] is not None and first[0] <= start:
-                return itertools.chain([first], chunks), start - first[0]
+            if first is not None and first[0] is not None:
+                begin = round(first[0] * self._stream.time_base * self.info.sample_rate)
+                if begin <= start:
+                    return itertools.chain([first], chunks), start - begin
             self._reopen()
         return self._chunks(), start
 
     def _chunks(self) -> Iterator[tuple[int | None, np.ndarray]]:
-        """(first sample's position if known, float32 ``[channels, n]``) for each decoded frame; a packet
+        """(timestamp in stream time base if known, float32 ``[channels, n]``) for each decoded frame; a packet
         that fails to decode becomes silence of its length."""
         import av
 
@@ -220,8 +242,7 @@ class AudioReader:
                     yield None, np.zeros((channels, length), np.float32)
                 continue
             for frame in frames:
-                position = None if frame.pts is None else round(frame.pts * frame.time_base * rate)
-                yield position, self._samples(frame)
+                yield frame.pts, self._samples(frame)
 
     def _samples(self, frame) -> np.ndarray:
         """One decoded ``av.AudioFrame`` as float32 ``[channels, n]``."""
@@ -232,20 +253,22 @@ class AudioReader:
         data = frame.to_ndarray()
         if not frame.format.is_planar:
             data = data.reshape(-1, self.info.channels).T
+        out = data.astype(np.float32, copy=False)
         scale = _INT_SCALE.get(frame.format.name.rstrip("p"))
-        if scale is None:
-            return data.astype(np.float32, copy=False)
-        return ((data.astype(np.float64) + scale[1]) * scale[0]).astype(np.float32)
+        if scale is not None:  # offsets are small integers and scales powers of two: exact in float32
+            out = (out + np.float32(scale[1])) * np.float32(scale[0]) if scale[1] else out * np.float32(scale[0])
+        return out
 
-    def _report(self, decoded: int) -> None:
+    def _report(self) -> None:
+        decoded = min(self.reached, self.info.frames) if self._crop else self.reached
         if self.damaged:
             warnings.warn(f"{self.path}: {self.damaged} damaged packets could not be decoded; replaced by silence "
-                          "of the same length", ApolloWarning, stacklevel=3)
+                          "of the same length", ApolloWarning, stacklevel=4)
         if self.info.frames_exact and decoded < self.info.frames:
             rate = self.info.sample_rate
             warnings.warn(f"{self.path}: file ends early: read {decoded} of the {self.info.frames} samples its "
                           f"header declares ({decoded / rate:.2f} of {self.info.frames / rate:.2f} s); "
-                          "using what is there", ApolloWarning, stacklevel=3)
+                          "using what is there", ApolloWarning, stacklevel=4)
 
     def close(self) -> None:
         self._container.close()

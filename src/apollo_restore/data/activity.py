@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from apollo_restore.audio import audio_info, iter_audio_blocks, read_audio
+from apollo_restore.audio import read_audio
 from apollo_restore.data.layouts import Song, Stem, discover
 from apollo_restore.errors import ApolloError
 
@@ -58,14 +58,13 @@ def frame_rms_db(audio: np.ndarray, frame: int) -> np.ndarray:
 
 def read_stem(stem: Stem) -> tuple[np.ndarray, int]:
     """The whole stem (its files summed) as float32 ``[channels, samples]`` and its sample rate."""
-    infos = [audio_info(p) for p in stem.paths]
-    rate = infos[0].sample_rate
-    if any(i.sample_rate != rate for i in infos):
+    parts = [read_audio(p) for p in stem.paths]
+    rate = parts[0][1]
+    if any(r != rate for _, r in parts):
         raise ApolloError(f"{stem.paths[0].parent}: files of one stem have different sample rates")
-    total = np.zeros((max(i.channels for i in infos), max(i.frames for i in infos)), np.float32)
-    for info in infos:
-        for start, block in iter_audio_blocks(info.path, 1 << 20):
-            total[: block.shape[0], start:start + block.shape[1]] += block
+    total = np.zeros((max(a.shape[0] for a, _ in parts), max(a.shape[1] for a, _ in parts)), np.float32)
+    for audio, _ in parts:
+        total[: audio.shape[0], : audio.shape[1]] += audio
     return total, rate
 
 
