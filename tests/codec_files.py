@@ -69,6 +69,7 @@ RECIPES = {
     "ffmpeg-vbr-q2.mp3": (("ffmpeg", "-c:a", "libmp3lame", "-q:a", "2"), RATE, True),
     "ffmpeg-aac128.m4a": (("ffmpeg", "-c:a", "aac", "-b:a", "128k"), RATE, True),
     "ffmpeg-aac-itunsmpb.m4a": (("ffmpeg", "-c:a", "aac", "-b:a", "96k", "-use_editlist", "0"), RATE, True),
+    "ffmpeg-adts.aac": (("ffmpeg", "-c:a", "aac", "-b:a", "96k", "-f", "adts"), RATE, False),
     "ffmpeg-opus96.opus": (("ffmpeg", "-c:a", "libopus", "-b:a", "96k"), 48000, True),
     "ffmpeg-vorbis.ogg": (("ffmpeg", "-c:a", "libvorbis", "-q:a", "4"), RATE, True),
     "ffmpeg-alac.m4a": (("ffmpeg", "-c:a", "alac"), RATE, True),
@@ -76,6 +77,8 @@ RECIPES = {
     "ffmpeg-s24.aiff": (("ffmpeg", "-c:a", "pcm_s24be"), RATE, True),
 }
 LOSSY_MP3 = [name for name in RECIPES if name.endswith(".mp3")]
+#: files whose header states no length (FFmpeg estimates it from the bit rate)
+NO_LENGTH_IN_HEADER = ("lame-no-header.mp3", "ffmpeg-adts.aac")
 
 
 def encode(name: str, folder: Path) -> Path:

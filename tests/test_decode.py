@@ -12,6 +12,7 @@ from apollo_restore.audio import audio_info, iter_audio_blocks, read_audio
 from apollo_restore.errors import ApolloError, ApolloWarning
 from codec_files import (
     LOSSY_MP3,
+    NO_LENGTH_IN_HEADER,
     RATE,
     RECIPES,
     SECONDS,
@@ -74,11 +75,14 @@ def test_info_comes_from_the_header_and_matches_the_decode(files, name):
     info = audio_info(path)
     audio, sr = read_audio(path)
     assert (info.sample_rate, info.channels) == (sr, 2)
-    if name != "lame-no-header.mp3":
+    if name in NO_LENGTH_IN_HEADER:
+        assert not info.frames_exact and abs(info.frames - audio.shape[1]) < 0.05 * audio.shape[1]
+    else:
         assert info.frames_exact and info.frames == audio.shape[1]
 
 
-@pytest.mark.parametrize("name", [*LOSSY_MP3, "ffmpeg-aac128.m4a", "ffmpeg-opus96.opus", "ffmpeg-vorbis.ogg",
+@pytest.mark.parametrize("name", [*LOSSY_MP3, "ffmpeg-aac128.m4a", "ffmpeg-adts.aac", "ffmpeg-opus96.opus",
+                                  "ffmpeg-vorbis.ogg",
                                   "ffmpeg.flac", "ffmpeg-s24.aiff"])
 def test_block_wise_reads_equal_the_whole_file_decode(files, name):
     path = files(name)
