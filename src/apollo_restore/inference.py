@@ -251,7 +251,7 @@ class DecodedCopy:
         except OSError as error:
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise ApolloError(f"{self.path.parent}: disk full while writing the decoded copy of the input "
-                                  f"({self.length * 4 * self.channels / 1e6:.0f} MB written; set TMPDIR to a "
+                                  f"({self.length * 4 * self.channels / 1e6:.1f} MB written; set TMPDIR to a "
                                   "folder with more space)") from None
             raise ApolloError(f"{self.path}: cannot write the decoded copy ({error.strerror})") from None
         self.length += block.shape[1]
