@@ -24,7 +24,7 @@ def test_default_band_layout_matches_the_reference():
 def test_config_round_trips_and_rejects_unknown_keys():
     config = tiny_config(causal=True)
     assert ApolloConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ApolloError, match="unknown model config key"):
+    with pytest.raises(ApolloError, match=r"unknown config key 'model\.feature_dims'"):
         ApolloConfig.from_dict({**config.to_dict(), "feature_dims": 3})
     with pytest.raises(ApolloError, match="heads"):
         ApolloConfig(feature_dim=30, num_heads=4)

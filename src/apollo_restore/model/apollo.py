@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from apollo_restore.errors import ApolloError
 from apollo_restore.model.bands import BandMerge, BandSplit
 from apollo_restore.model.config import ApolloConfig
 from apollo_restore.model.layers import BandTransformer, TemporalConvBlock
 
 #: state of a causal model between calls: one history tensor per temporal conv block
 ConvState = list[Tensor]
+#: largest generator built (4 GB of float32 weights; the paper's has 16.5 M), so that a bad config fails at once
+MAX_PARAMETERS = 1_000_000_000
 
 
 class BandSequenceBlock(nn.Module):
@@ -51,8 +55,9 @@ class Apollo(nn.Module):
     def __init__(self, config: ApolloConfig | None = None):
         super().__init__()
         self.config = config = config or ApolloConfig()
-        if len(config.widths) != config.num_bands:
-            raise ValueError(f"{len(config.widths)} band widths for {config.num_bands} bands")
+        if (count := parameter_count(config)) > MAX_PARAMETERS:
+            raise ApolloError(f"model config asks for {count:,} parameters (feature_dim {config.feature_dim}, "
+                              f"num_layers {config.num_layers}); at most {MAX_PARAMETERS:,} are built")
         self.register_buffer("window", torch.hann_window(config.n_fft), persistent=False)
         self.split = BandSplit(config.widths, config.feature_dim)
         self.blocks = nn.ModuleList(BandSequenceBlock(config) for _ in range(config.num_layers))
@@ -130,3 +135,22 @@ class Apollo(nn.Module):
             restored = post(spec, restored)
         out = self.istft(restored, padded)[:, :length]
         return out.reshape(batch, channels, length).to(audio.dtype)
+
+
+def expected_state_shapes(config: ApolloConfig) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor in the state dict of an Apollo generator for ``config``, without allocating
+    one: the split, one band-sequence block (all are alike) and the merge are built on the meta device."""
+    with torch.device("meta"):
+        parts = {"split": BandSplit(config.widths, config.feature_dim),
+                 "merge": BandMerge(config.widths, config.feature_dim)}
+        block = BandSequenceBlock(config)
+    shapes = {f"{name}.{key}": tuple(value.shape) for name, part in parts.items()
+              for key, value in part.state_dict().items()}
+    for i in range(config.num_layers):
+        shapes.update({f"blocks.{i}.{key}": tuple(value.shape) for key, value in block.state_dict().items()})
+    return shapes
+
+
+def parameter_count(config: ApolloConfig) -> int:
+    """Parameters of an Apollo generator for ``config``, counted without allocating them."""
+    return sum(math.prod(shape) for shape in expected_state_shapes(config).values())

@@ -93,8 +93,9 @@ def rope_tables(positions: int, head_dim: int, theta: float) -> tuple[Tensor, Te
     The sin table carries the rotation's signs (``-sin`` at even, ``+sin`` at odd places), see `apply_rope`.
     The middle axis broadcasts over heads.
     """
-    inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
-    angles = torch.arange(positions, dtype=torch.float64)[:, None] * inv_freq[None]
+    # on the CPU even when a model is built on the meta device to read its shapes (a meta arange imports sympy)
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64, device="cpu") / head_dim)
+    angles = torch.arange(positions, dtype=torch.float64, device="cpu")[:, None] * inv_freq[None]
     sin = torch.stack((-angles.sin(), angles.sin()), dim=-1).flatten(-2)
     return angles.cos().repeat_interleave(2, dim=-1).float()[:, None], sin.float()[:, None]
 
