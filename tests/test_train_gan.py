@@ -199,7 +199,7 @@ def test_cli_bench_times_real_steps(tmp_path, capsys):
     assert "16x1, batch 1 x 0.25 s stereo" in out
     rates = [float(line.split(": ")[1].split()[0]) for line in out.splitlines() if "steps/s" in line]
     assert len(rates) == 2 and all(rate > 0 for rate in rates)
-    assert main(["train", str(path), "--bench", "0"]) == 1
+    assert main(["train", str(path), "--bench", "0"]) == 2  # a usage error: --bench is at least 1
 
 
 def test_log_magnitude_term_weighs_the_quiet_high_band():

@@ -3,7 +3,8 @@
 Each subcommand module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``;
 the dispatcher discovers them, so adding a job means adding one file. Heavy imports stay inside ``run``.
 
-Every way out is one line on stderr: errors (exit 1), a missing optional package (the extra to install),
+Every way out is one line on stderr: usage errors such as an out-of-range number (exit 2, see
+`cli.arguments`), errors (exit 1), a missing optional package (the extra to install),
 Ctrl-C (130), SIGTERM (143) and SIGHUP (129). The signals are raised as :class:`Terminated` (a
 ``KeyboardInterrupt``), so temporaries are removed on the way out exactly as for Ctrl-C.
 """
@@ -22,6 +23,7 @@ import warnings
 from collections.abc import Iterator
 from types import ModuleType
 
+from apollo_restore.cli.arguments import OneLineParser
 from apollo_restore.errors import ApolloError, ApolloWarning, one_line
 from apollo_restore.extras import missing_extra
 
@@ -69,7 +71,7 @@ def _subcommand_modules() -> list[ModuleType]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="apollo", description="Restore lossy-compressed music with Apollo band-sequence models."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -97,7 +99,10 @@ def _print_warnings(prog: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a usage error (2, one line): returned, so in-process callers see it
+        return int(stop.code or 0)
     prog = f"apollo {args.command}"
     _print_warnings(prog)
     try:

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from apollo_restore.cli.arguments import MAX_CHANNELS, MAX_WORKERS, bounded
 from apollo_restore.errors import ApolloError
 
 NAME = "bench"
@@ -19,12 +20,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint to measure (repeatable; bundled name, folder or file)")
     parser.add_argument("--device", action="append", default=[],
                         help="cpu, cuda, ... (repeatable; default: cpu, plus cuda when present)")
-    parser.add_argument("-n", "--iterations", type=int, default=10, help="timed 1 s forwards (default 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed forwards first (default 2)")
-    parser.add_argument("--channels", type=int, default=1, help="channels of the 1 s input (default 1)")
-    parser.add_argument("--long", type=float, nargs="*", default=[10.0, 60.0], metavar="SECONDS",
+    parser.add_argument("-n", "--iterations", type=bounded(int, 1, 100000), default=10,
+                        help="timed 1 s forwards (default 10)")
+    parser.add_argument("--warmup", type=bounded(int, 0, 100000), default=2, help="untimed forwards first (default 2)")
+    parser.add_argument("--channels", type=bounded(int, 1, MAX_CHANNELS), default=1,
+                        help="channels of the 1 s input (default 1)")
+    parser.add_argument("--long", type=bounded(float, 0.01, 36000), nargs="*", default=[10.0, 60.0], metavar="SECONDS",
                         help="stereo clip lengths through restore (default: 10 60; none: skip)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=bounded(int, 1, MAX_WORKERS), default=None,
+                        help="torch CPU threads (default: torch's choice)")
     parser.add_argument("-o", "--output", type=Path, default=None, help="also write the results as JSON here")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from apollo_restore.cli.arguments import bounded
+
 NAME = "convert"
 HELP = "convert a reference/community Apollo checkpoint (.bin/.ckpt/.pth/.safetensors) to the native format"
 
@@ -12,7 +14,7 @@ HELP = "convert a reference/community Apollo checkpoint (.bin/.ckpt/.pth/.safete
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="checkpoint file or folder to read (never unpickles code)")
     parser.add_argument("destination", type=Path, help="output folder for model.safetensors + config.json")
-    parser.add_argument("--sample-rate", type=int, default=None,
+    parser.add_argument("--sample-rate", type=bounded(int, 4000, 384000), default=None,
                         help="override the sample rate inferred from the STFT size")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 
+from apollo_restore.cli.arguments import bounded
+
 NAME = "degrade"
 HELP = "simulate a lossy codec (MP3/AAC/Opus/low-pass) on a file or folder; output is sample-aligned with IN"
 
@@ -14,11 +16,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", help="output file (.wav float32 / .flac 24-bit), or folder for a folder input "
                         "(mirrored tree, files already there are skipped)")
     parser.add_argument("--codec", default="mp3", choices=("mp3", "aac", "opus", "lowpass"))
-    parser.add_argument("--bitrate", type=int, default=128, help="CBR kbit/s (default 128; see docs/data.md "
+    parser.add_argument("--bitrate", type=bounded(int, 6, 512), default=128,
+                        help="CBR kbit/s (default 128; see docs/data.md "
                         "for what 24 kbps means at 44.1 kHz)")
-    parser.add_argument("--vbr-quality", type=int, default=None, metavar="V",
+    parser.add_argument("--vbr-quality", type=bounded(int, 0, 9), default=None, metavar="V",
                         help="MP3 only: LAME VBR quality 0 (best) .. 9 instead of a CBR bitrate")
-    parser.add_argument("--cutoff-hz", type=float, default=None, help="low-pass only: cutoff frequency")
+    parser.add_argument("--cutoff-hz", type=bounded(float, 1, 192000), default=None,
+                        help="low-pass only: cutoff frequency")
     parser.add_argument("--subtype", default=None, help="output sample format, e.g. PCM_16, PCM_24, FLOAT")
     parser.add_argument("--format", default="flac", choices=("flac", "wav"),
                         help="output container for a folder input (default flac)")

@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from apollo_restore.cli.arguments import BLOCK_SECONDS, MAX_WORKERS, bounded
 from apollo_restore.errors import ApolloError
 
 NAME = "evaluate"
@@ -27,17 +28,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="results.json of another evaluate run to include in the table and figure")
     parser.add_argument("-o", "--out", type=Path, default=Path("evaluation"),
                         help="output folder (results, table.md, figure2.png, restored audio, cache)")
-    parser.add_argument("--per-cell", type=int, default=None, metavar="N",
+    parser.add_argument("--per-cell", type=bounded(int, 1, 10**9), default=None, metavar="N",
                         help="use at most N examples per (bitrate, category), in the set's rank order "
                              "(a real-music set spreads them over recordings and sources), then by id")
     parser.add_argument("--ids", type=Path, default=None, metavar="FILE",
                         help="use only the example ids listed in FILE (one per line)")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="scoring processes")
+    parser.add_argument("--jobs", type=bounded(int, 1, MAX_WORKERS), default=os.cpu_count() or 1,
+                        help="scoring processes")
     parser.add_argument("--device", default="auto", help="device for restoring: auto (default), cpu, cuda, ...")
     parser.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (the slowest metric)")
-    parser.add_argument("--rtf-iterations", type=int, default=5, metavar="N",
+    parser.add_argument("--rtf-iterations", type=bounded(int, 0, 100000), default=5, metavar="N",
                         help="1 s forwards timed per checkpoint for the RTF column (0: skip)")
-    parser.add_argument("--block-seconds", type=float, default=10.0, help="audio per model pass when restoring")
+    parser.add_argument("--block-seconds", type=bounded(float, *BLOCK_SECONDS), default=10.0,
+                        help="audio per model pass when restoring")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from apollo_restore.cli.arguments import MAX_WORKERS, bounded
+
 NAME = "make-data"
 HELP = ("render multi-stem songs (music21 scores, FluidSynth, real drums and guitar) into a folder-layout "
         "dataset; resumable")
@@ -11,15 +13,18 @@ HELP = ("render multi-stem songs (music21 scores, FluidSynth, real drums and gui
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", help="dataset folder (OUT/<split>/<song>/<stem>.flac + meta.json)")
-    parser.add_argument("--hours", type=float, default=1.0, help="hours of songs over all splits (default 1)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hours", type=bounded(float, 0.001, 100000), default=1.0,
+                        help="hours of songs over all splits (default 1)")
+    parser.add_argument("--seed", type=bounded(int, 0, 2**32 - 1), default=0)
     parser.add_argument("--splits", nargs="+", default=["train", "valid", "test"],
                         choices=["train", "valid", "test"], help="shares 80/10/10 (renormalised)")
-    parser.add_argument("--max-seconds", type=float, default=150.0, help="longest song (default 150 s)")
-    parser.add_argument("-j", "--jobs", type=int, default=2, help="parallel render processes (default 2)")
+    parser.add_argument("--max-seconds", type=bounded(float, 1, 36000), default=150.0,
+                        help="longest song (default 150 s)")
+    parser.add_argument("-j", "--jobs", type=bounded(int, 1, MAX_WORKERS), default=2,
+                        help="parallel render processes (default 2)")
     parser.add_argument("--soundfont-dir", default="/usr/share/sounds/sf2",
                         help="folder with FluidR3_GM.sf2, TimGM6mb.sf2, MuseScore_General_Full.sf2")
-    parser.add_argument("--report", type=int, default=0, metavar="N",
+    parser.add_argument("--report", type=bounded(int, 0, 100000), default=0, metavar="N",
                         help="afterwards, measure the energy above 16 kHz of N real 3 s mixes per split, "
                              "clean and MP3-coded at each paper bitrate")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

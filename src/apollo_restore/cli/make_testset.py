@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from apollo_restore.cli.arguments import bounded
+
 NAME = "make-testset"
 HELP = ("pre-render clean/degraded pairs with bitrate and category (manifest.jsonl) from a dataset split, "
         "or from a folder of finished recordings")
@@ -19,11 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", action="append", choices=["musdb", "moisesdb", "folder"],
                         help="layout of each --root (one for all, or one per root; default folder)")
     parser.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    parser.add_argument("--per-bitrate", type=int, default=20, help="clips per bitrate from --root (default 20)")
-    parser.add_argument("--bitrates", type=int, nargs="+", default=[24, 32, 48, 64, 96, 128])
+    parser.add_argument("--per-bitrate", type=bounded(int, 1, 1000000), default=20,
+                        help="clips per bitrate from --root (default 20)")
+    parser.add_argument("--bitrates", type=bounded(int, 6, 512), nargs="+", default=[24, 32, 48, 64, 96, 128])
     parser.add_argument("--codec", default="mp3", choices=["mp3", "aac", "opus"])
-    parser.add_argument("--clip-seconds", type=float, default=3.0, help="clip length from --root (default 3)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clip-seconds", type=bounded(float, 0.1, 3600), default=3.0,
+                        help="clip length from --root (default 3)")
+    parser.add_argument("--seed", type=bounded(int, 0, 2**32 - 1), default=0)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from apollo_restore.audio import INPUT_EXTENSIONS
+from apollo_restore.cli.arguments import BLOCK_SECONDS, bounded
 from apollo_restore.errors import ApolloError, one_line
 from apollo_restore.files import claim, find_files, missing_input, same_file
 
@@ -40,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None,
                         help="model folder, .safetensors, reference .bin/.ckpt, or bundled name (default: default)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--block-seconds", type=float, default=10.0,
-                        help="audio per model pass; memory grows with it, the result does not change")
+    parser.add_argument("--block-seconds", type=bounded(float, *BLOCK_SECONDS), default=10.0,
+                        help="audio per model pass, 1 to 600 (default 10); memory grows with it, the result does "
+                             "not change")
     parser.add_argument("--spectrogram", type=Path, default=None,
                         help="also write a before/after spectrogram PNG (one input only)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -55,6 +57,9 @@ class Job:
 
 def _collect(inputs: list[Path], output: Path | None, suffix: str) -> list[Job]:
     """Expand folders recursively; map each input to its output path (mirrored tree for folders)."""
+    for item in inputs:
+        if (problem := missing_input(item)) is not None:
+            raise problem
     suffix_out = output.suffix.lower() if output is not None else ""
     if suffix_out in (*INPUT_EXTENSIONS, ".opus", ".m4a", ".aac") and suffix_out not in (".wav", ".flac"):
         raise ApolloError(f"{output}: restored audio is written as .wav or .flac")
@@ -68,8 +73,6 @@ def _collect(inputs: list[Path], output: Path | None, suffix: str) -> list[Job]:
         raise ApolloError(f"{out_dir}: an output file needs exactly one input file")
     jobs = []
     for item in inputs:
-        if (problem := missing_input(item)) is not None:
-            raise problem
         if item.is_dir():
             files = find_files(item, INPUT_EXTENSIONS)
             if not files:
@@ -107,8 +110,6 @@ def run(args: argparse.Namespace) -> int:
     jobs = _collect(inputs, output, "." + args.format)
     if args.spectrogram and len(jobs) != 1:
         raise ApolloError("--spectrogram needs exactly one input file")
-    if args.block_seconds <= 0:
-        raise ApolloError("--block-seconds must be positive")
     device = pick_device(args.device)
     model, gate = load_checkpoint(args.checkpoint, device)
     restorer = Restorer(model, device, args.block_seconds, gate)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from apollo_restore.cli.arguments import bounded
 from apollo_restore.errors import ApolloError
 
 NAME = "spectrogram"
@@ -16,8 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="image file (.png, .pdf or .svg)")
     parser.add_argument("--labels", nargs="+", default=None, help="panel titles (default: file names)")
     parser.add_argument("--title", default=None, help="figure title")
-    parser.add_argument("--start", type=float, default=0.0, help="seconds to skip in every file")
-    parser.add_argument("--duration", type=float, default=None, help="seconds to show (default: all)")
+    parser.add_argument("--start", type=bounded(float, 0, 1e7), default=0.0, help="seconds to skip in every file")
+    parser.add_argument("--duration", type=bounded(float, 0.001, 1e7), default=None,
+                        help="seconds to show (default: all)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
+from apollo_restore.cli.arguments import MAX_CHANNELS, MAX_WORKERS, bounded
 from apollo_restore.errors import ApolloError
 
 if TYPE_CHECKING:
@@ -34,11 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output .wav/.flac (written atomically), or '-' for raw f32le on stdout "
                              "(the default with --raw)")
     parser.add_argument("--raw", action="store_true", help="input is headerless interleaved float32 little-endian")
-    parser.add_argument("--channels", type=int, default=None, help="channels of the raw input (--raw)")
-    parser.add_argument("--rate", type=int, default=None,
+    parser.add_argument("--channels", type=bounded(int, 1, MAX_CHANNELS), default=None,
+                        help="channels of the raw input (--raw)")
+    parser.add_argument("--rate", type=bounded(int, 1, 768000), default=None,
                         help="sample rate of the raw input (--raw); must be the model's (44100: ffmpeg -ar 44100)")
-    parser.add_argument("--chunk-ms", type=float, default=10.0, help="audio per call to the model (default 10)")
-    parser.add_argument("--gain-db", type=float, default=0.0,
+    parser.add_argument("--chunk-ms", type=bounded(float, 1, 60000), default=10.0,
+                        help="audio per call to the model (default 10)")
+    parser.add_argument("--gain-db", type=bounded(float, -120, 120), default=0.0,
                         help="level change before the model, undone after (default 0: full-scale input assumed)")
     parser.add_argument("--checkpoint", default="causal",
                         help="causal model: folder, file or bundled name (default: causal)")
@@ -48,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the one-frame step (needs a C++ compiler; slow start, faster frames)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=bounded(int, 1, MAX_WORKERS), default=1,
                         help="torch CPU threads (default 1: one frame per call is too little work to share, and "
                              "spinning threads make the worst case far worse on a busy machine)")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from apollo_restore.cli.arguments import bounded
+
 NAME = "train"
 HELP = "train an Apollo generator with the paper's GAN recipe (resumes a run directory holding state.pt)"
 
@@ -16,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override one config value, e.g. --set train.max_steps=100 (repeatable; value is YAML)",
     )
     parser.add_argument(
-        "--bench", type=int, metavar="STEPS",
+        "--bench", type=bounded(int, 1, 100000), metavar="STEPS",
         help="do not train: time STEPS GAN and STEPS reconstruction-only steps of this config on random clips",
     )
 
