@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from apollo_restore.errors import ApolloError
 from apollo_restore.train.config import load_config
 from apollo_restore.train.loop import train as run_training
 from apollo_restore.train.records import read_metrics
+from bad_inputs import flip_tensor_bytes
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -230,3 +232,37 @@ def test_torchrun_two_processes_rank_zero_writes(tmp_path, dataset):
     steps = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl") if "g_rec" in r]
     assert steps == [1, 2, 3]  # one writer: no duplicated records
     load_model(run_dir / "last")
+
+
+def test_a_corrupt_state_is_refused_and_an_interrupted_save_still_resumes(tmp_path, dataset, capsys):
+    config = load_config(write_config(tmp_path / "c.yaml", dataset, tmp_path / "run", max_steps=2))
+    run_training(config)
+    run_dir = tmp_path / "run"
+    state_path, checksum = run_dir / "state.pt", run_dir / "state.pt.sha256"
+    good = state_path.read_bytes()
+    assert checksum.read_text().split()[0] == hashlib.sha256(good).hexdigest()
+    flip_tensor_bytes(state_path)
+    torch.load(state_path, weights_only=True)  # the corruption is silent to torch.load ...
+    with pytest.raises(ApolloError, match="does not match its checksum") as info:  # ... but not to the checksum
+        run_training(load_config(write_config(tmp_path / "c2.yaml", dataset, run_dir, max_steps=3)))
+    assert "\n" not in str(info.value)
+    # killed after the checksum file was replaced but before state.pt was: the old state is still accepted
+    state_path.write_bytes(good)
+    checksum.write_text(f"{'0' * 64}  state.pt\n{hashlib.sha256(good).hexdigest()}  state.pt (previous)\n")
+    capsys.readouterr()
+    run_training(load_config(write_config(tmp_path / "c3.yaml", dataset, run_dir, max_steps=3)))
+    assert "resuming" in capsys.readouterr().out and training_state(run_dir)["progress"]["step"] == 3
+
+
+def test_a_state_with_pickled_code_is_refused_even_with_a_matching_checksum(tmp_path, dataset):
+    from test_checkpoint import _Evil
+
+    run_dir = tmp_path / "evil"
+    run_dir.mkdir()
+    marker = tmp_path / "pwned"
+    torch.save({"trainer": _Evil(marker)}, run_dir / "state.pt")
+    digest = hashlib.sha256((run_dir / "state.pt").read_bytes()).hexdigest()
+    (run_dir / "state.pt.sha256").write_text(f"{digest}  state.pt\n")
+    with pytest.raises(ApolloError, match="cannot read training state"):
+        run_training(load_config(write_config(tmp_path / "e.yaml", dataset, run_dir)))
+    assert not marker.exists()

@@ -1,16 +1,18 @@
 """The training loop: epochs of GAN steps, validation, early stopping, checkpoints, resume.
 
-A run directory holds ``config.yaml`` (resolved), ``state.pt`` (everything needed to resume), ``last/`` and
-``best/`` (native generator checkpoints), ``metrics.jsonl``, ``tensorboard/`` and ``losses.png``. Every
-file is written atomically by rank 0. Running the same command on a directory that holds ``state.pt``
-resumes it: the interrupted epoch continues at the batch after the last save, with the same examples, so a
-resumed run ends with the same weights as an uninterrupted one.
+A run directory holds ``config.yaml`` (resolved), ``state.pt`` (everything needed to resume) with its SHA-256 in
+``state.pt.sha256``, ``last/`` and ``best/`` (native generator checkpoints), ``metrics.jsonl``, ``tensorboard/``
+and ``losses.png``. Every file is written atomically by rank 0. A state whose bytes do not match its checksum
+(a flipped bit on disk, a bad copy) is refused rather than resumed. Running the same command on a directory
+that holds ``state.pt`` resumes it: the interrupted epoch continues at the batch after the last save, with the
+same examples, so a resumed run ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
 import random
 import signal
@@ -43,6 +45,8 @@ from apollo_restore.train.gan import GANTrainer
 from apollo_restore.train.records import FIGURE_FILE, METRICS_FILE, MetricsLog, plot_losses
 
 STATE_FILE = "state.pt"
+#: ``<sha256>  state.pt`` lines: the state just written and, while it is being replaced, the one before it
+CHECKSUM_FILE = STATE_FILE + ".sha256"
 PLOT_EVERY_SECONDS = 120.0  # losses.png is redrawn at an epoch end at most this often, and at the end
 CONFIG_FILE = "config.yaml"
 #: config sections that must match when resuming (they define the networks' shapes)
@@ -125,6 +129,36 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def write_state(run_dir: Path, data: bytes, previous_digest: str | None) -> str:
+    """Write ``state.pt`` and its checksum; returns the new digest. The checksum file goes first and names both
+    the new and the previous state, so a run killed between the two writes still resumes (from the old one)."""
+    digest = hashlib.sha256(data).hexdigest()
+    lines = f"{digest}  {STATE_FILE}\n" + (f"{previous_digest}  {STATE_FILE} (previous)\n" if previous_digest else "")
+    atomic_write(run_dir / CHECKSUM_FILE, lambda tmp: Path(tmp).write_text(lines))
+    atomic_write(run_dir / STATE_FILE, lambda tmp: Path(tmp).write_bytes(data))
+    return digest
+
+
+def read_verified_state(state_path: Path) -> bytes:
+    """The bytes of ``state.pt``, refused (one line) if they do not match ``state.pt.sha256``."""
+    try:
+        data = state_path.read_bytes()
+    except OSError as error:
+        raise ApolloError(f"{state_path}: cannot read training state ({error.strerror})") from None
+    checksum_path = state_path.with_name(CHECKSUM_FILE)
+    if not checksum_path.exists():
+        print(f"{state_path}: no {CHECKSUM_FILE} beside it (written before checksums were kept); resuming unverified")
+        return data
+    try:
+        known = {line.split()[0] for line in checksum_path.read_text().splitlines() if line.strip()}
+    except (OSError, UnicodeDecodeError) as error:
+        raise ApolloError(f"{checksum_path}: cannot read ({error})") from None
+    if hashlib.sha256(data).hexdigest() not in known:
+        raise ApolloError(f"{state_path}: does not match its checksum in {CHECKSUM_FILE} (the file is corrupt); "
+                          "restore it from a copy, or choose another train.run_dir to start afresh")
+    return data
+
+
 class Trainer:
     """Owns one run: data, :class:`GANTrainer`, progress, and the run directory (rank 0 writes)."""
 
@@ -150,6 +184,7 @@ class Trainer:
         self._input_scores: dict[int, dict[str, float]] = {}  # validation metrics of the degraded clips
         self.log: MetricsLog | None = None
         self._plotted = time.monotonic()
+        self._state_digest: str | None = None  # SHA-256 of the state.pt on disk
 
     def _validation_set(self) -> Dataset:
         vc, tc = self.config.validation, self.config.train
@@ -183,8 +218,10 @@ class Trainer:
         if state_path.exists():
             if (self.run_dir / CONFIG_FILE).exists():
                 self._check_resumable()
+            data = read_verified_state(state_path)
+            self._state_digest = hashlib.sha256(data).hexdigest()
             try:
-                state = torch.load(state_path, map_location="cpu", weights_only=True)
+                state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
             except Exception as error:
                 reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
                 raise ApolloError(f"{state_path}: cannot read training state ({reason})") from None
@@ -214,7 +251,7 @@ class Trainer:
         }
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        atomic_write(self.run_dir / STATE_FILE, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
+        self._state_digest = write_state(self.run_dir, buffer.getvalue(), self._state_digest)
         save_model(self.gan.generator, self.run_dir / "last", card=self._card("last"), gate=self.config.gate)
 
     def _card(self, which: str) -> str:
