@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from apollo_restore.cli import main
-from apollo_restore.extras import OPTIONAL_IMPORTS
+from apollo_restore.extras import OPTIONAL_IMPORTS, missing_extra
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,6 +34,8 @@ def test_the_table_matches_the_extras_in_pyproject():
 @pytest.mark.parametrize("blocked,argv,extra", [
     ("lameenc", ["degrade", "{wav}", "{out}", "--codec", "mp3"], "codecs"),
     ("yaml", ["train", str(ROOT / "configs" / "cpu.yaml")], "train"),
+    ("music21", ["make-data", "{out}"], "data"),
+    ("fluidsynth", ["make-data", "{out}"], "data"),
 ])
 def test_a_missing_optional_package_names_its_extra(tmp_path, capsys, monkeypatch, blocked, argv, extra):
     wav = tmp_path / "in.wav"
@@ -45,3 +47,10 @@ def test_a_missing_optional_package_names_its_extra(tmp_path, capsys, monkeypatc
     assert err.count("\n") == 1 and "internal error" not in err, err
     assert f"pip install 'apollo-restore[{extra}]'" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
+
+
+def test_the_extra_is_found_from_the_message_when_the_error_has_no_name():
+    bare = ImportError("No module named 'visqol'")  # as some libraries re-raise it
+    assert bare.name is None and "pip install 'apollo-restore[eval]'" in missing_extra(bare)
+    assert missing_extra(ModuleNotFoundError("No module named 'somethingelse'")) is None
+    assert missing_extra(ImportError("Couldn't find the FluidSynth library.")) is None

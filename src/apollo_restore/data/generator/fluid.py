@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from apollo_restore.errors import ApolloError
+from apollo_restore.extras import missing_extra
 
 BLOCK = 4096
 #: 7th-order interpolation: FluidSynth's best (the default 4th order aliases on high notes)
@@ -23,9 +24,9 @@ RELEASE_SECONDS = 2.5
 def load_library():
     try:
         import fluidsynth
-    except ImportError as error:
-        raise ApolloError(f"FluidSynth is not available ({error}); run scripts/install-data-deps.sh and "
-                          "pip install pyfluidsynth") from None
+    except ImportError as error:  # the Python package, or the C library it loads (scripts/install-data-deps.sh)
+        raise ApolloError(missing_extra(error) or f"FluidSynth is not available ({error}); run "
+                          "scripts/install-data-deps.sh") from None
     lib = fluidsynth._fl
     lib.fluid_synth_write_float.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
                                             ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from apollo_restore.errors import ApolloError
+from apollo_restore.extras import missing_extra
 
 #: genre -> corpus globs (relative to music21/corpus) and the share of songs drawn from it
 GENRES: dict[str, tuple[tuple[str, ...], float]] = {
@@ -52,7 +53,7 @@ def corpus_root() -> Path:
     try:
         import music21
     except ImportError as error:
-        raise ApolloError(f"music21 is not installed ({error}); pip install 'apollo-restore[data]'") from None
+        raise ApolloError(missing_extra(error) or f"music21 cannot be imported ({error})") from None
     return Path(music21.__file__).parent / "corpus"
 
 
