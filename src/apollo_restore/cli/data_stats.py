@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from apollo_restore.cli.arguments import bounded
+
 NAME = "data-stats"
 HELP = ("compare sets of audio with a reference set (the last): 1/3-octave band energies 2-20 kHz, frames "
         "with content above 16 kHz, top-octave flatness and change, crest, loudness, stereo width")
@@ -18,12 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--out", type=Path, required=True,
                         help="report folder: table.md, figure.png, clips.csv, summary.csv, summary.json")
     parser.add_argument("--names", nargs="+", default=None, help="one display name per set (default: folder names)")
-    parser.add_argument("--clips", type=int, default=200, help="clips drawn from each stem dataset (default 200)")
-    parser.add_argument("--clip-seconds", type=float, default=10.0,
+    parser.add_argument("--clips", type=bounded(int, 1, 1000000), default=200,
+                        help="clips drawn from each stem dataset (default 200)")
+    parser.add_argument("--clip-seconds", type=bounded(float, 0.1, 3600), default=10.0,
                         help="length of the clips drawn from a stem dataset's songs (default 10)")
     parser.add_argument("--split", nargs="+", default=["train", "valid", "test"],
                         choices=["train", "valid", "test"], help="splits of a stem dataset to draw from")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=bounded(int, 0, 2**32 - 1), default=0)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
