@@ -147,3 +147,16 @@ def test_checkpoints_carry_their_gate_and_legacy_ones_load_with_every_rule(tmp_p
         GateConfig.from_dict({"below_db": 60.0, "cap": True})
     with pytest.raises(ApolloError, match="below_db"):
         GateConfig(below_db=3.0)
+
+
+@pytest.mark.parametrize("config", [GateConfig(), GateConfig(level_cap=False), GateConfig(keep_pass_band=False)])
+def test_gradients_through_the_gate_are_finite(config):
+    """Training backpropagates through the gate: every rule has finite gradients (the level cap's 'no cap' below
+    the cut-off was an infinite cap, whose gradient 0 * inf made the weights NaN after one step)."""
+    model = writing_model()
+    audio = low_passed_noise(8000)[None]
+    gate = Gate(config, model.config)
+    model(audio, gate.bind()).square().mean().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)

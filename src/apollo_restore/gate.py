@@ -157,8 +157,9 @@ def gated(spec: Tensor, out: Tensor, cutoff: Tensor, weight: Tensor, config: Gat
         edge = ((bins > top - EDGE_BINS) & (bins <= top)).to(power.dtype)
         edge_level = ((power * edge).sum(-1, keepdim=True) / edge.sum(-1, keepdim=True).clamp_min(1)).sqrt()
         octaves = torch.log2((bins + 1) / (top + 1).to(power.dtype)).clamp_min(0)  # distance above the cut-off
-        cap = torch.where(bins > top, edge_level * 10 ** (-CAP_TILT_DB_PER_OCTAVE * octaves / 20), torch.inf)
-        correction = correction * (cap / correction.abs().clamp_min(1e-12)).clamp(max=1.0)
+        cap = edge_level * 10 ** (-CAP_TILT_DB_PER_OCTAVE * octaves / 20)
+        scale = (cap / correction.abs().clamp_min(1e-12)).clamp(max=1.0)  # finite everywhere: finite gradients
+        correction = correction * torch.where(bins > top, scale, 1.0)
     if config.keep_pass_band:  # fading in over two bins above the cut-off
         correction = correction * ((bins - top) / 2).clamp(0.0, 1.0)
     return spec + write * correction
