@@ -23,12 +23,13 @@ demo: install
 	apollo restore --demo -o restored.wav --spectrogram restored.png
 
 # README command 2: install everything and run the whole test suite
-test: install-dev
-	$(PYTHON) -m ruff check src tests
+test: install-dev lint
 	$(PYTHON) -m pytest
 
+# ruff over every Python file of the repository, shellcheck over its shell scripts (both from the dev extra)
 lint:
-	$(PYTHON) -m ruff check src tests
+	$(PYTHON) -m ruff check .
+	shellcheck scripts/*.sh
 
 # Debian packages for `apollo make-data` (SoundFonts, recorded drums and guitars); needs root
 data-deps:

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from apollo_restore.errors import ApolloError
-from apollo_restore.files import atomic_write, missing_input
+from apollo_restore.files import atomic_write, atomic_write_text, missing_input
 from apollo_restore.gate import Gate, GateConfig
 from apollo_restore.model import Apollo, ApolloConfig
 from apollo_restore.model.apollo import expected_state_shapes
@@ -51,12 +51,14 @@ def bundled_models() -> dict[str, Path]:
     return {name: models_root() / name for name in json.loads(registry.read_text())}
 
 
-def register_bundled_model(name: str, summary: str) -> None:
-    """Record the checksum of ``assets/models/<name>/model.safetensors`` in the registry (for maintainers)."""
-    registry_path = models_root() / REGISTRY_FILE
+def register_bundled_model(name: str, summary: str, root: str | os.PathLike | None = None) -> None:
+    """Record the checksum of ``<root>/<name>/model.safetensors`` in ``<root>/registry.json`` (root: the bundled
+    models' folder; see `train.ship`)."""
+    root = Path(root) if root is not None else models_root()
+    registry_path = root / REGISTRY_FILE
     registry = json.loads(registry_path.read_text()) if registry_path.is_file() else {}
-    registry[name] = {"sha256": file_sha256(models_root() / name / WEIGHTS_FILE), "summary": summary}
-    registry_path.write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
+    registry[name] = {"sha256": file_sha256(root / name / WEIGHTS_FILE), "summary": summary}
+    atomic_write_text(registry_path, json.dumps(registry, indent=2, sort_keys=True) + "\n")
 
 
 def _verify_bundled(name: str) -> None:

@@ -20,10 +20,10 @@ DEFAULT_OUTPUT_DIR = Path("restored")
 
 
 def demo_clip() -> Path:
-    """The MP3 clip shipped with the package for the README's first command."""
-    from importlib import resources
+    """The MP3 clip shipped with the package for the README's first command (`apollo make-demo` builds it)."""
+    from apollo_restore.data.demo import demo_folder
 
-    return Path(str(resources.files("apollo_restore") / "assets" / "demo" / "demo.mp3"))
+    return demo_folder() / "demo.mp3"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
