@@ -18,8 +18,9 @@ from apollo_restore.audio import resample
 from apollo_restore.checkpoint import save_model
 from apollo_restore.cli import main
 from apollo_restore.errors import ApolloError
+from apollo_restore.evaluate.stream_timing import run_stream
 from apollo_restore.gate import Gate, GateConfig
-from apollo_restore.streaming import StreamingRestorer, run_stream
+from apollo_restore.streaming import StreamingRestorer
 from conftest import tiny_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -131,9 +131,10 @@ def run(args: argparse.Namespace) -> int:
 def _stream(args: argparse.Namespace) -> int:
     from apollo_restore.audio import AtomicAudioWriter
     from apollo_restore.decode import check_input_file
+    from apollo_restore.evaluate.stream_timing import run_stream
     from apollo_restore.files import same_file
     from apollo_restore.inference import pick_device
-    from apollo_restore.streaming import StreamingRestorer, run_stream
+    from apollo_restore.streaming import StreamingRestorer
 
     output = args.output if args.output is not None else (STDIO if args.raw else None)
     if output is None:
