@@ -264,7 +264,7 @@ def _train_state(work: Path, resume_steps: int = 2) -> list[str]:
     """A real 1-step training run, then ``state.pt`` with 17 bytes flipped inside a tensor; argv resumes it."""
     import yaml
 
-    from apollo_restore.data.synth import write_synthetic_dataset
+    from synthetic_data import write_synthetic_dataset
 
     data = write_synthetic_dataset(work / "data", "folder", n_songs=2, seconds=1.0, splits=("train", "valid"))
     config = {

@@ -10,8 +10,8 @@ import pytest
 from apollo_restore.data import activity
 from apollo_restore.data.activity import ActivityConfig, active_starts, build_index, frame_rms_db
 from apollo_restore.data.layouts import SPLITS, discover, hash_split
-from apollo_restore.data.synth import FAMILIES, write_synthetic_dataset
 from apollo_restore.errors import ApolloError
+from synthetic_data import FAMILIES, write_synthetic_dataset
 
 SR = 44100
 SECONDS = 8.0

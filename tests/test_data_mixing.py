@@ -11,9 +11,9 @@ from torch.utils.data import DataLoader
 
 from apollo_restore.data import CATEGORIES, DegradeConfig, MixConfig, MixtureDataset
 from apollo_restore.data.mixing import category_of
-from apollo_restore.data.synth import write_synthetic_dataset
 from apollo_restore.degrade import Degradation
 from apollo_restore.errors import ApolloError
+from synthetic_data import write_synthetic_dataset
 
 CLIP = 1.0
 LAYOUTS = ("musdb", "moisesdb", "folder")  # MoisesDB: 2 of the 3 songs hash into train

@@ -21,8 +21,8 @@ from apollo_restore.data.stats import (
     third_octave_db,
     top_octave_stats,
 )
-from apollo_restore.data.synth import write_synthetic_dataset
 from apollo_restore.errors import ApolloError
+from synthetic_data import write_synthetic_dataset
 
 SR = 44100
 T = np.arange(2 * SR) / SR

@@ -11,8 +11,8 @@ import torch
 
 from apollo_restore.cli import main
 from apollo_restore.data import CATEGORIES, DegradeConfig, MixConfig, PairDataset, build_testset, load_manifest
-from apollo_restore.data.synth import write_synthetic_dataset
 from apollo_restore.errors import ApolloError
+from synthetic_data import write_synthetic_dataset
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ from safetensors.torch import load_file
 from apollo_restore import checkpoint
 from apollo_restore.checkpoint import load_checkpoint, load_model
 from apollo_restore.cli import main
-from apollo_restore.data.synth import write_synthetic_dataset
 from apollo_restore.train import ship as shipping
 from apollo_restore.train.config import load_config
 from apollo_restore.train.loop import train
 from apollo_restore.train.records import read_metrics
+from synthetic_data import write_synthetic_dataset
 from test_train_loop import write_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")

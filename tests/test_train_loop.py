@@ -18,12 +18,12 @@ import torch.multiprocessing as mp
 import yaml
 
 from apollo_restore.checkpoint import load_model
-from apollo_restore.data.synth import write_synthetic_dataset
 from apollo_restore.errors import ApolloError
 from apollo_restore.train.config import load_config
 from apollo_restore.train.loop import train as run_training
 from apollo_restore.train.records import read_metrics
 from bad_inputs import flip_tensor_bytes
+from synthetic_data import write_synthetic_dataset
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from apollo_restore.data.mixing import MixConfig
-from apollo_restore.data.synth import write_synthetic_dataset
 from apollo_restore.data.testset import build_testset
 from apollo_restore.train import validation
 from apollo_restore.train.config import ValidationConfig, load_config
 from apollo_restore.train.loop import Progress
 from apollo_restore.train.loop import train as run_training
 from apollo_restore.train.records import read_metrics
+from synthetic_data import write_synthetic_dataset
 from test_train_loop import write_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")

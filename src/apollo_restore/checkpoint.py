@@ -89,10 +89,14 @@ def save_model(model: Apollo, directory: str | os.PathLike, card: str | None = N
 
 
 def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, or of a folder's files (recursively, in name order) one after the other."""
+    path = Path(path)
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+        if file.is_file():
+            with file.open("rb") as handle:
+                for chunk in iter(lambda h=handle: h.read(1 << 20), b""):
+                    digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -64,13 +64,14 @@ def keep_freed_memory() -> None:
         pass
 
 
-def pick_device(name: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"``: CUDA, else Apple MPS, else CPU. A named device that is absent is an error."""
+def pick_device(name: str | torch.device | None = None, local_rank: int = 0) -> torch.device:
+    """``None``/``"auto"``: CUDA, else Apple MPS, else CPU. A named device that is absent is an error. ``cuda``
+    without an index is the GPU of ``local_rank`` (this process's under torchrun; GPU 0 otherwise)."""
     if isinstance(name, torch.device):
         return name
     if name in (None, "auto"):
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return pick_device("cuda", local_rank)
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -79,9 +80,11 @@ def pick_device(name: str | torch.device | None = None) -> torch.device:
     except RuntimeError:
         raise ApolloError(f"unknown device {name!r} (use cpu, cuda, cuda:N or mps)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ApolloError("--device cuda was asked for but no CUDA GPU is available")
+        raise ApolloError(f"device {name!r} was asked for but no CUDA GPU is available")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ApolloError("--device mps was asked for but Apple MPS is not available")
+        raise ApolloError(f"device {name!r} was asked for but Apple MPS is not available")
     return device
 
 

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 from apollo_restore.audio import read_audio
 from apollo_restore.data.layouts import Song, Stem, discover
 from apollo_restore.errors import ApolloError
+from apollo_restore.files import atomic_write_text
 
 INDEX_VERSION = 1
 
@@ -118,11 +118,7 @@ def _cache_folder(root: Path, cache_dir: str | None) -> Path:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload))
 
 
 def build_index(layout: str, root: str | Path, split: str, config: ActivityConfig,

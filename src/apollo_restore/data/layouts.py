@@ -18,8 +18,6 @@ LAYOUTS = ("musdb", "moisesdb", "folder")
 SPLITS = ("train", "valid", "test")
 AUDIO_SUFFIXES = (".wav", ".flac")
 MUSDB_STEMS = ("vocals", "drums", "bass", "other")
-MOISESDB_FAMILIES = ("bass", "bowed_strings", "drums", "guitar", "other", "other_keys", "other_plucked",
-                     "percussion", "piano", "vocals", "wind")
 #: the official MUSDB18 validation tracks (held out of ``train``)
 MUSDB_VALID = frozenset({
     "Actions - One Minute Smile", "Clara Berry And Wooldog - Waltz For My Victims",
@@ -62,7 +60,8 @@ def is_vocal_family(family: str) -> bool:
 
 
 def hash_split(name: str) -> str:
-    """Deterministic split of a song name for layouts without split folders."""
+    """Deterministic split of a name (a song of a layout without split folders, a score of the generator):
+    the same on every machine and run."""
     value = int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     return next(split for split, upper in HASH_SPLIT if value < upper)
 

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from apollo_restore.audio import INPUT_EXTENSIONS, read_audio, resample, write_a
 from apollo_restore.data.mixing import SILENCE_PEAK, MixConfig, MixtureDataset
 from apollo_restore.degrade import DegradeConfig, degrade_with_info
 from apollo_restore.errors import ApolloError
+from apollo_restore.files import atomic_write_text
 
 MANIFEST = "manifest.jsonl"
 CORE_FIELDS = ("id", "clean", "degraded", "codec", "bitrate", "category")
@@ -112,10 +112,7 @@ def build_testset(config: MixConfig, out_dir: str | os.PathLike, n_per_bitrate: 
 
 
 def _write_manifest(out_dir: Path, lines: list[str]) -> list[TestExample]:
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", dir=out_dir)
-    with os.fdopen(fd, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    os.replace(tmp, out_dir / MANIFEST)
+    atomic_write_text(out_dir / MANIFEST, "\n".join(lines) + "\n")
     return load_manifest(out_dir)
 
 

@@ -171,17 +171,6 @@ def run_scoring(jobs: list[ScoreJob], cache_path: Path, workers: int = 1, progre
     return [done[(job.example_id, job.system)] for job in jobs]
 
 
-def _file_digest(path: Path) -> str:
-    """sha256 of a checkpoint file, or of a folder's files in name order."""
-    digest = hashlib.sha256()
-    for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
-        if file.is_file():
-            with file.open("rb") as handle:
-                for chunk in iter(lambda h=handle: h.read(1 << 20), b""):
-                    digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _checkpoint_path(spec: str | None) -> tuple[str, Path | None]:
     """(display name, file or folder) of a checkpoint argument; bundled names resolve inside the package."""
     from apollo_restore.checkpoint import bundled_models
@@ -209,7 +198,7 @@ def restore_with_checkpoint(evalset: EvalSet, spec: str | None, name: str | None
     from tqdm import tqdm
 
     from apollo_restore.audio import read_audio, write_audio
-    from apollo_restore.checkpoint import load_checkpoint
+    from apollo_restore.checkpoint import file_sha256, load_checkpoint
     from apollo_restore.inference import Restorer
 
     default_name, path = _checkpoint_path(spec)
@@ -219,7 +208,7 @@ def restore_with_checkpoint(evalset: EvalSet, spec: str | None, name: str | None
     folder = config.out_dir / RESTORED_DIR / system
     source_file = folder / "source.json"
     model, gate = load_checkpoint(path)
-    info = {"kind": "checkpoint", "checkpoint": str(path), "sha256": _file_digest(path),
+    info = {"kind": "checkpoint", "checkpoint": str(path), "sha256": file_sha256(path),
             "params": model.num_parameters(), "config": model.config.to_dict(),
             "gate": None if gate is None else gate.config.to_dict()}
     previous = json.loads(source_file.read_text()) if source_file.is_file() else {}

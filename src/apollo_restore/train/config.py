@@ -118,7 +118,7 @@ class TrainConfig:
     save_every_steps: int = 200  # training state + last checkpoint; also at every epoch end
     log_every_steps: int = 10
     num_workers: int = 2
-    device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun each process takes its local GPU)
+    device: str = "auto"  # auto (CUDA, else MPS, else CPU) | cpu | cuda | cuda:N | mps (torchrun: the local GPU)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype on CUDA
     gradient_checkpointing: bool = False  # recompute generator blocks in backward: far less memory, ~30 % slower
     #: checkpoint (bundled name, folder or file) whose generator weights start a new run (fine-tuning);

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from apollo_restore.errors import ApolloError
+from apollo_restore.inference import pick_device
 
 
 @dataclass(frozen=True)
@@ -35,29 +35,14 @@ class DistributedContext:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` picks CUDA when present; ``cuda`` means this process's local GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ApolloError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ApolloError(f"device '{name}' requested but CUDA is not available")
-        if device.index is None:
-            device = torch.device("cuda", local_rank % torch.cuda.device_count())
-        torch.cuda.set_device(device)
-    return device
-
-
 def init_distributed(device_name: str = "auto") -> DistributedContext:
     """Join the torchrun process group if there is one; returns this process's context."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name, local_rank)
+    device = pick_device(device_name, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
@@ -80,15 +65,6 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
 def any_process(flag: bool, device: torch.device) -> bool:
     """True on every process if ``flag`` is true on any of them (used to stop all ranks together)."""
     return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)
-
-
-def broadcast_object(obj: object) -> object:
-    """Rank 0's ``obj`` on every process."""
-    if not dist.is_initialized():
-        return obj
-    holder = [obj]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
 
 
 def gather_objects(obj: object) -> list[object]:

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from apollo_restore.data.layouts import hash_split
 from apollo_restore.errors import ApolloError
 from apollo_restore.extras import missing_extra
+from apollo_restore.files import atomic_write_text
 
 #: genre -> corpus globs (relative to music21/corpus) and the share of songs drawn from it
 GENRES: dict[str, tuple[tuple[str, ...], float]] = {
@@ -29,8 +29,7 @@ GENRES: dict[str, tuple[tuple[str, ...], float]] = {
 }
 SCORE_LICENSE = ("music21 corpus encoding (public-domain composition; encodings distributed with music21 "
                  "under the terms in music21/corpus/license.txt)")
-#: score-level split by hash of the corpus path: 10 % test, 10 % valid, 80 % train
-SPLIT_BOUNDS = (("test", 0.1), ("valid", 0.2), ("train", 1.0))
+#: score-level splits: `layouts.hash_split` of the corpus path (10 % test, 10 % valid, 80 % train)
 
 
 @dataclass
@@ -57,19 +56,13 @@ def corpus_root() -> Path:
     return Path(music21.__file__).parent / "corpus"
 
 
-def score_split(source: str) -> str:
-    """Which split a score (corpus-relative path) belongs to; stable across runs and machines."""
-    value = int(hashlib.sha1(source.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return next(split for split, upper in SPLIT_BOUNDS if value < upper)
-
-
 def catalogue(split: str) -> dict[str, list[str]]:
     """Corpus-relative score paths of ``split``, by genre (sorted)."""
     root = corpus_root()
     found = {}
     for genre, (patterns, _) in GENRES.items():
         paths = sorted({str(p.relative_to(root)) for pattern in patterns for p in root.glob(pattern)})
-        found[genre] = [p for p in paths if score_split(p) == split]
+        found[genre] = [p for p in paths if hash_split(p) == split]  # stable across machines
     return found
 
 
@@ -108,11 +101,7 @@ def load_score(source: str, genre: str, cache_dir: Path) -> ScoreNotes:
         return ScoreNotes(data["source"], data["genre"], [np.asarray(p, np.float64) for p in data["parts"]],
                           data["part_names"], data["bar_quarters"], data["tempo_qpm"])
     notes = _extract(source, genre)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".score.")
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"source": notes.source, "genre": notes.genre, "parts": [p.tolist() for p in notes.parts],
-                   "part_names": notes.part_names, "bar_quarters": notes.bar_quarters,
-                   "tempo_qpm": notes.tempo_qpm}, handle)
-    os.replace(tmp, cache)
+    atomic_write_text(cache, json.dumps({
+        "source": notes.source, "genre": notes.genre, "parts": [p.tolist() for p in notes.parts],
+        "part_names": notes.part_names, "bar_quarters": notes.bar_quarters, "tempo_qpm": notes.tempo_qpm}))
     return notes
