@@ -56,9 +56,12 @@ def test_cli_bench_writes_json(tmp_path, capsys):
 
     out = tmp_path / "bench.json"
     assert main(["bench", "--config", "16x1", "-n", "1", "--warmup", "0", "--long", "0.5", "--device", "cpu",
-                 "-o", str(out)]) == 0
-    [result] = json.loads(out.read_text())["results"]
-    assert result["label"] == "16x1" and result["device"] == "cpu" and len(result["long"]) == 1
+                 "--engine", "onnx", "-o", str(out)]) == 0
+    fp32, bf16, onnx = json.loads(out.read_text())["results"]  # fp32 and bf16 side by side by default
+    assert fp32["label"] == "16x1 fp32" and fp32["device"] == "cpu" and len(fp32["long"]) == 1
+    assert bf16["label"] == "16x1 bf16" and not bf16["long"] and bf16["rtf_mean"] > 0
+    assert onnx["label"] == "16x1 fp32 onnx" and onnx["rtf_mean"] > 0
+    assert fp32["gflop_per_second_of_audio"] == bf16["gflop_per_second_of_audio"] == onnx["gflop_per_second_of_audio"]
     assert "GFLOP/s" in capsys.readouterr().out
 
 

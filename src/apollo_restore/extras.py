@@ -23,6 +23,8 @@ OPTIONAL_IMPORTS: dict[str, tuple[str, str]] = {
     "fast_bss_eval": ("fast-bss-eval", "eval"),
     "visqol": ("visqol-python", "eval"),
     "numba": ("numba", "eval"),
+    "onnx": ("onnx", "onnx"),
+    "onnxruntime": ("onnxruntime", "onnx"),
 }
 
 

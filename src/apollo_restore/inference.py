@@ -32,9 +32,12 @@ from apollo_restore.errors import ApolloError
 from apollo_restore.files import temporary
 from apollo_restore.gate import Gate
 from apollo_restore.model import Apollo, ApolloConfig
+from apollo_restore.precision import resolve_precision
 
-#: channels restored together (each is its own batch item); more channels run in groups of this size
-CHANNEL_GROUP = 2
+#: bytes of the residual stream (``[channels, frames, bands, dim]`` floats) of one model pass: all channels of a
+#: block go through the model together up to this (64x2: 11 channels of a 10 s block, 256x6: 2), so memory stays
+#: bounded for any channel count
+PASS_BYTES = 256 << 20
 #: frames of extra context beyond the receptive field (STFT window overlap and padding effects)
 CONTEXT_MARGIN_FRAMES = 3
 #: the level the model sees: inputs are scaled so that their peak is this (training clips peak near 1)
@@ -115,9 +118,12 @@ class Restorer:
     """Runs a model over arrays or files of any length (see module docstring)."""
 
     def __init__(self, model: Apollo, device: str | torch.device | None = None, block_seconds: float = 10.0,
-                 gate: Gate | None = None):
+                 gate: Gate | None = None, precision: str = "fp32"):
         self.device = pick_device(device)
+        self.dtype = resolve_precision(precision, self.device)
         self.model = model.to(self.device).eval()
+        if self.dtype != torch.float32:  # the caller's model stays as it is
+            self.model = self.model.with_precision(self.dtype)
         self.config = model.config
         self.gate = gate
         if self.device.type == "cpu":
@@ -130,10 +136,12 @@ class Restorer:
 
     @torch.inference_mode()
     def _run(self, segment: np.ndarray, cut: tuple[torch.Tensor, torch.Tensor] | None) -> np.ndarray:
-        """One model pass: ``[channels, n]`` -> ``[channels, n]`` (channels in groups of CHANNEL_GROUP)."""
+        """One model pass: ``[channels, n]`` -> ``[channels, n]`` (channels together, up to PASS_BYTES)."""
         x = torch.from_numpy(np.ascontiguousarray(segment)).to(self.device)
         post = None if self.gate is None else self.gate.bind(cut)
-        out = [self.model(group[None], post)[0] for group in x.split(CHANNEL_GROUP, dim=0)]
+        c = self.config
+        group = max(1, PASS_BYTES // ((x.shape[1] // c.hop + 2) * c.num_bands * c.feature_dim * 4))
+        out = [self.model(part[None], post)[0] for part in x.split(group, dim=0)]
         return torch.cat(out, dim=0).float().cpu().numpy()
 
     @torch.inference_mode()

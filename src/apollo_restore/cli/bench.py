@@ -29,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stereo clip lengths through restore (default: 10 60; none: skip)")
     parser.add_argument("--threads", type=bounded(int, 1, MAX_WORKERS), default=None,
                         help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--precision", action="append", default=[], choices=("fp32", "bf16", "fp16", "auto"),
+                        help="network precision (repeatable; default: fp32 and bf16 side by side; the long "
+                             "inputs run for the first one only)")
+    parser.add_argument("--engine", action="append", default=[], choices=("torch", "onnx"),
+                        help="torch (default) and/or onnx (onnxruntime, fp32, CPU; repeatable)")
     parser.add_argument("-o", "--output", type=Path, default=None, help="also write the results as JSON here")
 
 
@@ -46,17 +51,21 @@ def run(args: argparse.Namespace) -> int:
     if args.output is not None and args.output.suffix.lower() != ".json":
         raise ApolloError(f"{args.output}: the output must be a .json file")
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    runs = [(p, "torch") for p in (args.precision or ["fp32", "bf16"])]
+    runs += [("fp32", engine) for engine in args.engine if engine != "torch"]
     results = []
     for model in models:
         for device in devices:
-            config = BenchConfig(**model, device=device, iterations=args.iterations, warmup=args.warmup,
-                                 channels=args.channels, long_seconds=tuple(args.long), threads=args.threads)
-            if config.size is not None:
-                from apollo_restore.model import ApolloConfig
+            for index, (precision, engine) in enumerate(runs):
+                config = BenchConfig(**model, device=device, iterations=args.iterations, warmup=args.warmup,
+                                     channels=args.channels, long_seconds=tuple(args.long) if index == 0 else (),
+                                     threads=args.threads, precision=precision, engine=engine)
+                if config.size is not None:
+                    from apollo_restore.model import ApolloConfig
 
-                ApolloConfig.from_size(config.size)  # a bad size fails here, not in the worker
-            results.append(run_isolated(config))
-            print(f"done: {config.label} on {device}", flush=True)
+                    ApolloConfig.from_size(config.size)  # a bad size fails here, not in the worker
+                results.append(run_isolated(config))
+                print(f"done: {config.label} on {device}", flush=True)
     print(format_table(results))
     if args.output is not None:
         atomic_write_text(args.output, json.dumps({"results": [r.to_dict() for r in results]}, indent=1) + "\n")

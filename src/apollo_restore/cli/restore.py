@@ -41,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None,
                         help="model folder, .safetensors, reference .bin/.ckpt, or bundled name (default: default)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="fp32",
+                        help="network precision (auto: bf16/fp16 on CUDA, bf16 on CPUs with bf16 matrix units where "
+                             "it measures faster, else fp32; default fp32)")
+    parser.add_argument("--engine", choices=("torch", "onnx"), default="torch",
+                        help="run the network with torch (default) or onnxruntime (CPU, fp32; a .onnx "
+                             "--checkpoint from apollo export, or any checkpoint exported on the fly)")
     parser.add_argument("--block-seconds", type=bounded(float, *BLOCK_SECONDS), default=10.0,
                         help="audio per model pass, 1 to 600 (default 10); memory grows with it, the result does "
                              "not change")
@@ -96,9 +102,31 @@ def _checked(jobs: list[Job]) -> list[Job]:
     return jobs
 
 
+def _load(args: argparse.Namespace, device):
+    """The model and gate to restore with: torch, or the network through onnxruntime (``--engine onnx``)."""
+    import tempfile
+
+    from apollo_restore.checkpoint import load_checkpoint
+
+    onnx_file = args.checkpoint is not None and str(args.checkpoint).lower().endswith(".onnx")
+    if args.engine == "torch":
+        if onnx_file:
+            raise ApolloError(f"{args.checkpoint}: an ONNX file runs with --engine onnx")
+        return load_checkpoint(args.checkpoint, device)
+    from apollo_restore.export import OnnxApollo, export_onnx
+
+    if device.type != "cpu" or args.precision not in ("fp32", "auto"):
+        raise ApolloError("--engine onnx runs the float32 graph on the CPU (use --device cpu --precision fp32)")
+    args.precision = "fp32"
+    if onnx_file:
+        return OnnxApollo(args.checkpoint), None
+    model, gate = load_checkpoint(args.checkpoint, "cpu")
+    with tempfile.TemporaryDirectory(prefix="apollo-onnx-") as tmp:
+        return OnnxApollo(export_onnx(model, Path(tmp) / "network.onnx")), gate
+
+
 def run(args: argparse.Namespace) -> int:
     from apollo_restore.audio import read_audio, resample
-    from apollo_restore.checkpoint import load_checkpoint
     from apollo_restore.inference import Restorer, pick_device
 
     inputs = list(args.inputs) + ([demo_clip()] if args.demo else [])
@@ -110,9 +138,9 @@ def run(args: argparse.Namespace) -> int:
     jobs = _collect(inputs, output, "." + args.format)
     if args.spectrogram and len(jobs) != 1:
         raise ApolloError("--spectrogram needs exactly one input file")
-    device = pick_device(args.device)
-    model, gate = load_checkpoint(args.checkpoint, device)
-    restorer = Restorer(model, device, args.block_seconds, gate)
+    device = pick_device("cpu" if args.engine == "onnx" and args.device == "auto" else args.device)
+    model, gate = _load(args, device)
+    restorer = Restorer(model, device, args.block_seconds, gate, args.precision)
     failures = 0
     for job in jobs:
         with claim(job.dst) if args.skip_existing else contextlib.nullcontext(True) as mine:

@@ -24,8 +24,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from apollo_restore.errors import ApolloError
+from apollo_restore.precision import resolve_precision
 
-#: square fp32 matmul size used as the machine's reachable GFLOP/s
+#: square fp32 matmul size used as the machine's reachable GFLOP/s (a quarter of it for bf16/fp16, which an AVX2 CPU
+#: runs through conversions, ~100x slower)
 MATMUL_SIZE = 2048
 
 
@@ -42,10 +44,13 @@ class BenchConfig:
     long_seconds: tuple[float, ...] = (10.0, 60.0)
     threads: int | None = None
     block_seconds: float = 10.0
+    precision: str = "fp32"
+    engine: str = "torch"
 
     @property
     def label(self) -> str:
-        return self.size or f"checkpoint:{self.checkpoint or 'default'}"
+        model = self.size or f"checkpoint:{self.checkpoint or 'default'}"
+        return f"{model} {self.precision}" + ("" if self.engine == "torch" else f" {self.engine}")
 
 
 @dataclass
@@ -163,12 +168,13 @@ def paper_rtf(model, device, iterations: int = 5, warmup: int = 1) -> float:
     return float(np.mean(time_forward(model, audio, iterations, warmup)))
 
 
-def matmul_gflops(device, size: int = MATMUL_SIZE, iterations: int = 5) -> float:
-    """fp32 GFLOP/s of a ``size`` x ``size`` matmul on ``device`` (best of ``iterations`` after a warm-up)."""
+def matmul_gflops(device, size: int = MATMUL_SIZE, iterations: int = 5, dtype=None) -> float:
+    """GFLOP/s of a ``size`` x ``size`` matmul (fp32 unless ``dtype``) on ``device``: the best of ``iterations``
+    after a warm-up, i.e. what this machine's BLAS reaches on a large matmul when it gets the cores."""
     import torch
 
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     torch.mm(a, b)
     best = math.inf
     for _ in range(iterations):
@@ -233,6 +239,8 @@ def run_bench(config: BenchConfig) -> BenchResult:
     sr = model.config.sample_rate
     x = torch.from_numpy(_test_signal(config.channels, sr))[None].to(device)  # [1, channels, sr]: 1 s
     flops = count_flops(model, x)
+    dtype = resolve_precision(config.precision, device)
+    model = _engine(model, config.engine, device) if dtype == torch.float32 else model.with_precision(dtype)
     time_forward(model, x, 0, config.warmup)
     faults_before = _minor_faults()
     with PeakMemory(device) as memory:
@@ -255,8 +263,24 @@ def run_bench(config: BenchConfig) -> BenchResult:
         label=config.label, device=str(device), threads=torch.get_num_threads(), params=model.num_parameters(),
         channels=config.channels, rtf_mean=mean, rtf_std=float(np.std(times)), iterations=config.iterations,
         peak_mb_1s=memory.peak_mb, gflop_per_second_of_audio=flops / 1e9, achieved_gflops=flops / mean / 1e9,
-        matmul_gflops=matmul_gflops(device), page_faults_per_iter=faults, long=long,
+        matmul_gflops=matmul_gflops(device, MATMUL_SIZE if dtype == torch.float32 else MATMUL_SIZE // 4, dtype=dtype),
+        page_faults_per_iter=faults, long=long,
     )
+
+
+def _engine(model, engine: str, device):
+    """``model`` itself (torch) or its network exported to ONNX and run by onnxruntime (CPU)."""
+    if engine == "torch":
+        return model
+    if engine != "onnx" or device.type != "cpu":
+        raise ApolloError(f"engine {engine!r} on {device.type}: use torch, or onnx on the CPU")
+    import tempfile
+    from pathlib import Path
+
+    from apollo_restore.export import OnnxApollo, export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="apollo-bench-") as tmp:
+        return OnnxApollo(export_onnx(model, Path(tmp) / "network.onnx"))
 
 
 def run_isolated(config: BenchConfig) -> BenchResult:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from copy import deepcopy
 
 import torch
 from torch import Tensor, nn
@@ -95,7 +96,14 @@ class Apollo(nn.Module):
         ``state`` carries the causal model's conv histories from the previous call (None = start of stream);
         the returned state continues it. Non-causal models return an empty state.
         """
-        x = self.split(spec)
+        real, imag, new_state = self.network(spec.real, spec.imag, state)
+        return torch.complex(real, imag), new_state
+
+    def network(self, real: Tensor, imag: Tensor, state: list[ConvState] | None = None
+                ) -> tuple[Tensor, Tensor, list[ConvState]]:
+        """`spectral_forward` on float32 ``real, imag [batch, frames, bins]`` (no complex arithmetic, so it exports
+        to ONNX); returns the restored ``real, imag`` and the new state."""
+        x = self.split(real, imag)
         new_state = []
         for i, block in enumerate(self.blocks):
             block_in = None if state is None else state[i]
@@ -104,11 +112,19 @@ class Apollo(nn.Module):
             else:
                 x, block_state = block(x, block_in)
             new_state.append(block_state)
-        out = self.merge(x)
+        out_real, out_imag = self.merge(x)
         if self.config.residual:
-            frame_level = (spec.real.square() + spec.imag.square()).mean(dim=-1, keepdim=True).sqrt()
-            out = spec + out * frame_level
-        return out, new_state
+            frame_level = (real.square() + imag.square()).mean(dim=-1, keepdim=True).sqrt()
+            out_real, out_imag = real + out_real * frame_level, imag + out_imag * frame_level
+        return out_real, out_imag, new_state
+
+    def with_precision(self, dtype: torch.dtype) -> Apollo:
+        """A copy whose network (band split and merge, blocks) holds its weights and activations in ``dtype``;
+        the STFT, the gain-shape features, the head's output and the residual sum stay float32."""
+        copy = deepcopy(self)
+        for part in (copy.split, copy.blocks, copy.merge):
+            part.to(dtype)
+        return copy
 
     def padded_length(self, length: int) -> int:
         """Samples the STFT pass runs on for a ``length``-sample input (zeros are appended, then cut off).

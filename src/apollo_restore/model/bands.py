@@ -44,19 +44,21 @@ def band_runs(widths: tuple[int, ...]) -> list[BandRun]:
     return runs
 
 
-def gain_shape(spec: Tensor, run: BandRun) -> Tensor:
-    """Gain-shape features of one run: ``spec [batch, frames, bins]`` complex -> ``[batch, frames, bands, 2w+1]``.
+def gain_shape(real: Tensor, imag: Tensor, run: BandRun) -> Tensor:
+    """Gain-shape features of one run: ``real, imag [batch, frames, bins]`` -> ``[batch, frames, bands, 2w+1]``.
 
     Per band and frame: ``[Re/g, Im/g, log g]`` with ``g = sqrt(sum |X|^2 + eps)`` (finite on silence).
     """
-    band = spec[..., run.start : run.stop].unflatten(-1, (run.bands, run.width))
-    real, imag = band.real, band.imag
+    real, imag = (part[..., run.start : run.stop].unflatten(-1, (run.bands, run.width)) for part in (real, imag))
     gain = torch.sqrt((real.square() + imag.square()).sum(-1, keepdim=True) + GAIN_EPS)
     return torch.cat([real / gain, imag / gain, gain.log()], dim=-1)
 
 
 class BandSplit(nn.Module):
-    """Spectrum -> band embeddings: ``[batch, frames, bins]`` complex -> ``[batch, frames, bands, dim]``."""
+    """Spectrum -> band embeddings: ``real, imag [batch, frames, bins]`` -> ``[batch, frames, bands, dim]``.
+
+    Features are computed in float32 and enter the network in its weights' dtype.
+    """
 
     def __init__(self, widths: tuple[int, ...], dim: int):
         super().__init__()
@@ -64,16 +66,16 @@ class BandSplit(nn.Module):
         self.norms = nn.ModuleList(RMSNorm(r.bands, 2 * r.width + 1) for r in self.runs)
         self.projections = nn.ModuleList(BandwiseLinear(r.bands, 2 * r.width + 1, dim) for r in self.runs)
 
-    def forward(self, spec: Tensor) -> Tensor:
+    def forward(self, real: Tensor, imag: Tensor) -> Tensor:
         parts = [
-            proj(norm(gain_shape(spec, run)))
+            proj(norm(gain_shape(real, imag, run).to(proj.weight.dtype)))
             for run, norm, proj in zip(self.runs, self.norms, self.projections, strict=True)
         ]
         return torch.cat(parts, dim=2)
 
 
 class BandMerge(nn.Module):
-    """Band embeddings -> spectrum: ``[batch, frames, bands, dim]`` -> ``[batch, frames, bins]`` complex.
+    """Band embeddings -> spectrum: ``[batch, frames, bands, dim]`` -> float32 ``real, imag [batch, frames, bins]``.
 
     Per band: RMSNorm -> linear to 4w -> GLU -> (real, imag) of the band's w bins. Direct regression, no mask.
     """
@@ -84,11 +86,12 @@ class BandMerge(nn.Module):
         self.norms = nn.ModuleList(RMSNorm(r.bands, dim) for r in self.runs)
         self.projections = nn.ModuleList(BandwiseLinear(r.bands, dim, 4 * r.width) for r in self.runs)
 
-    def forward(self, x: Tensor) -> Tensor:
-        parts = []
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        reals, imags = [], []
         for run, norm, proj in zip(self.runs, self.norms, self.projections, strict=True):
             band = x[:, :, run.first_band : run.first_band + run.bands]
             real_imag = F.glu(proj(norm(band)), dim=-1).float()  # [batch, frames, bands, 2w]
             real, imag = real_imag.chunk(2, dim=-1)
-            parts.append(torch.complex(real, imag).flatten(-2))
-        return torch.cat(parts, dim=-1)
+            reals.append(real.flatten(-2))
+            imags.append(imag.flatten(-2))
+        return torch.cat(reals, dim=-1), torch.cat(imags, dim=-1)
