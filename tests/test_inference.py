@@ -102,3 +102,9 @@ def test_pick_device():
             pick_device("cuda")
     with pytest.raises(ApolloError):
         pick_device("tpu")
+
+
+@pytest.mark.parametrize("block_seconds", [float("nan"), float("inf"), 0.0, -1.0])
+def test_restorer_refuses_a_block_length_that_is_not_a_positive_number(block_seconds):
+    with pytest.raises(ApolloError, match="block_seconds"):
+        Restorer(tiny_model(), "cpu", block_seconds)

@@ -128,6 +128,8 @@ class Restorer:
         self.gate = gate
         if self.device.type == "cpu":
             keep_freed_memory()
+        if not (isinstance(block_seconds, (int, float)) and math.isfinite(block_seconds) and block_seconds > 0):
+            raise ApolloError(f"block_seconds must be a positive number of seconds, got {block_seconds!r}")
         self.block_seconds = block_seconds
 
     @property
