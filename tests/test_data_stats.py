@@ -116,7 +116,7 @@ def three_sets(tmp_path_factory):
 def test_clip_sources_of_each_kind(three_sets) -> None:
     stems, pairs, files = three_sets
     songs = clip_sources(stems, clips=5, seconds=2.0, seed=1)
-    assert len(songs) == 5 and all(s.frames == 2 * SR and len(s.paths) == 4 for s in songs)
+    assert len(songs) == 5 and all(s.length == 2 * SR and len(s.paths) == 4 for s in songs)
     assert clip_sources(stems, clips=5, seconds=2.0, seed=1) == songs  # seeded
     assert {s.read().shape for s in songs} == {(2, 2 * SR)}
     assert len(clip_sources(stems, clips=3, seconds=2.0, splits=("test",))) == 3

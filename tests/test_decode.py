@@ -66,7 +66,7 @@ def test_mp3_without_a_lame_header_keeps_the_codec_delay(files):
     assert lag(original()[0], audio[0]) == MP3_DELAY
     assert audio.shape[1] > SECONDS * RATE + MP3_DELAY
     info = audio_info(files("lame-no-header.mp3"))
-    assert not info.frames_exact and abs(info.frames - audio.shape[1]) < 2 * 1152
+    assert not info.length_exact and abs(info.length - audio.shape[1]) < 2 * 1152
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -76,9 +76,9 @@ def test_info_comes_from_the_header_and_matches_the_decode(files, name):
     audio, sr = read_audio(path)
     assert (info.sample_rate, info.channels) == (sr, 2)
     if name in NO_LENGTH_IN_HEADER:
-        assert not info.frames_exact and abs(info.frames - audio.shape[1]) < 0.05 * audio.shape[1]
+        assert not info.length_exact and abs(info.length - audio.shape[1]) < 0.05 * audio.shape[1]
     else:
-        assert info.frames_exact and info.frames == audio.shape[1]
+        assert info.length_exact and info.length == audio.shape[1]
 
 
 @pytest.mark.parametrize("name", [*LOSSY_MP3, "ffmpeg-aac128.m4a", "ffmpeg-adts.aac", "ffmpeg-opus96.opus",

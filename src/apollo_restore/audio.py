@@ -31,7 +31,7 @@ def open_audio(path: str | os.PathLike) -> AudioReader:
 
     Raises ApolloError with a one-line reason if it is missing, not a regular file, not audio or empty."""
     reader = AudioReader(path)
-    if reader.info.frames_exact and reader.info.frames == 0:
+    if reader.info.length_exact and reader.info.length == 0:
         reader.close()
         raise ApolloError(f"{reader.path}: holds no audio samples")
     return reader
@@ -43,28 +43,28 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
         return reader.info
 
 
-def iter_audio_blocks(path: str | os.PathLike, block_frames: int, start: int = 0
+def iter_audio_blocks(path: str | os.PathLike, block_size: int, start: int = 0
                       ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(start_frame, block [channels, n])`` from sample ``start`` to the end without loading the file.
+    """Yield ``(start_sample, block [channels, n])`` from sample ``start`` to the end without loading the file.
 
-    The blocks concatenate to exactly the whole-file decode, for any ``block_frames``. Raises ApolloError on
+    The blocks concatenate to exactly the whole-file decode, for any ``block_size``. Raises ApolloError on
     non-finite samples or a file without samples; warns (`ApolloWarning`) about damaged or truncated data.
     """
     with open_audio(path) as reader:
         position = start
-        for block in reader.blocks(block_frames, start):
+        for block in reader.blocks(block_size, start):
             yield position, block
             position += block.shape[1]
     if position == 0:
         raise ApolloError(f"{reader.path}: holds no audio samples")
 
 
-def read_audio(path: str | os.PathLike, start: int = 0, frames: int | None = None) -> tuple[np.ndarray, int]:
-    """Read a file (or ``frames`` samples from ``start``) as float32 ``[channels, samples]`` and its sample rate.
+def read_audio(path: str | os.PathLike, start: int = 0, length: int | None = None) -> tuple[np.ndarray, int]:
+    """Read a file (or ``length`` samples from ``start``) as float32 ``[channels, samples]`` and its sample rate.
 
     A segment holds exactly the samples of the whole-file decode at those positions (fewer if the file ends)."""
     with open_audio(path) as reader:
-        audio = reader.read(start, frames)
+        audio = reader.read(start, length)
     if audio.shape[1] == 0 and start == 0:
         raise ApolloError(f"{reader.path}: holds no audio samples")
     return audio, reader.info.sample_rate

@@ -40,7 +40,7 @@ from apollo_restore.files import missing_input
 #: codecs whose decoded samples do not depend on where decoding started (so seeking is exact)
 _LOSSLESS = ("pcm_", "flac", "alac", "wavpack", "tta", "ape", "mlp", "truehd")
 #: FFmpeg probes 5 MB by default: 0.4 s to open a 16-bit WAV (it looks for S/PDIF data in it); 32 KB is many
-#: frames of any audio codec (measured: the same rate, channels, duration and start on every test file). The
+#: packets of any audio codec (measured: the same rate, channels, duration and start on every test file). The
 #: WAV demuxer's default packets (4096 bytes) make reading 6x slower; larger than 64 KB slows the probe
 _OPEN_OPTIONS = {"probesize": "32768", "max_size": "65536"}
 #: integer sample formats -> (scale, offset) to float in [-1, 1)
@@ -51,7 +51,7 @@ _INT_SCALE = {"u8": (1 / 128, -128.0), "s16": (1 / 32768, 0.0), "s32": (2.0**-31
 class AudioInfo:
     """What a file holds, from its header (nothing is decoded).
 
-    ``frames`` is the number of samples a decode gives. ``frames_exact`` says whether the header states it
+    ``length`` is the number of samples a decode gives. ``length_exact`` says whether the header states it
     (PCM WAV/AIFF, FLAC, MP3 with a LAME/Xing header, M4A, Ogg); otherwise (an MP3 without that header, raw
     ADTS AAC) it is FFmpeg's estimate from the bit rate, and only decoding tells the true length.
     """
@@ -59,13 +59,13 @@ class AudioInfo:
     path: Path
     sample_rate: int
     channels: int
-    frames: int
-    frames_exact: bool
+    length: int  # samples (per channel)
+    length_exact: bool
     codec: str
 
     @property
     def seconds(self) -> float:
-        return self.frames / self.sample_rate
+        return self.length / self.sample_rate
 
 
 def check_input_file(path: Path) -> None:
@@ -125,10 +125,10 @@ class AudioReader:
         rate, channels = int(context.sample_rate or 0), len(context.layout.channels)
         if rate <= 0 or channels <= 0:
             raise ApolloError(f"{self.path}: holds no audio samples")
-        frames, exact = self._declared_length(rate)
+        length, exact = self._declared_length(rate)
         self._crop = exact and self._container.format.name.startswith("mov")  # FFmpeg keeps M4A end padding
         self._float = context.format is None or not context.format.name.startswith(("u8", "s16", "s32", "s64"))
-        return AudioInfo(self.path, rate, channels, max(0, frames), exact, context.codec.name)
+        return AudioInfo(self.path, rate, channels, max(0, length), exact, context.codec.name)
 
     def _declared_length(self, rate: int) -> tuple[int, bool]:
         """(samples a decode gives, whether the header says so) for the first audio stream."""
@@ -140,7 +140,7 @@ class AudioReader:
             duration = round((container.duration or 0) * rate / 1_000_000)
         start = round(stream.start_time * stream.time_base * rate) if stream.start_time else 0
         if fmt in ("wav", "aiff"):
-            declared = _pcm_header_frames(self.path, fmt)  # FFmpeg clamps the header's count to the file size
+            declared = _pcm_header_length(self.path, fmt)  # FFmpeg clamps the header's count to the file size
             return (declared, True) if declared is not None else (duration, False)
         if fmt.startswith("mov"):
             itunes = _itunes_length(container.metadata.get("iTunSMPB") or stream.metadata.get("iTunSMPB"))
@@ -153,36 +153,36 @@ class AudioReader:
             return duration, True
         return duration, False
 
-    def blocks(self, frames: int, start: int = 0) -> Iterator[np.ndarray]:
-        """Decode from sample ``start`` to the end in float32 ``[channels, frames]`` blocks (the last one
+    def blocks(self, size: int, start: int = 0) -> Iterator[np.ndarray]:
+        """Decode from sample ``start`` to the end in float32 ``[channels, size]`` blocks (the last one
         shorter); one pass per reader. Raises ApolloError on non-finite samples; warns once about damaged or
         missing data."""
-        if frames < 1:
+        if size < 1:
             raise ValueError("block size must be at least 1 sample")
-        block, filled = np.empty((self.info.channels, frames), np.float32), 0
+        block, filled = np.empty((self.info.channels, size), np.float32), 0
         for chunk in self._decode(start):
             used = 0
             while used < chunk.shape[1]:
-                take = min(frames - filled, chunk.shape[1] - used)
+                take = min(size - filled, chunk.shape[1] - used)
                 block[:, filled : filled + take] = chunk[:, used : used + take]
                 filled, used = filled + take, used + take
-                if filled == frames:
+                if filled == size:
                     yield block
                     block, filled = np.empty_like(block), 0
         if filled:
             yield block[:, :filled]
         self._report()
 
-    def read(self, start: int = 0, frames: int | None = None) -> np.ndarray:
-        """Samples ``[start, start + frames)`` (to the end if ``frames`` is None; fewer if the file ends first)
+    def read(self, start: int = 0, length: int | None = None) -> np.ndarray:
+        """Samples ``[start, start + length)`` (to the end if ``length`` is None; fewer if the file ends first)
         as float32 ``[channels, n]``, exactly as in a whole-file decode."""
         parts, held = [], 0
         for chunk in self._decode(start):
-            if frames is not None:
-                chunk = chunk[:, : frames - held]
+            if length is not None:
+                chunk = chunk[:, : length - held]
             parts.append(chunk)
             held += chunk.shape[1]
-            if frames is not None and held >= frames:
+            if length is not None and held >= length:
                 break
         else:
             self._report()
@@ -193,7 +193,7 @@ class AudioReader:
         self.damaged = 0
         chunks, skip = self._positioned(start)
         self.reached = start - skip  # the position decoding has reached, for the end-of-file check
-        limit = self.info.frames - start if self._crop else None
+        limit = self.info.length - start if self._crop else None
         for _, chunk in chunks:
             self.reached += chunk.shape[1]
             if skip:
@@ -234,14 +234,14 @@ class AudioReader:
         channels, rate = self.info.channels, self.info.sample_rate
         for packet in self._container.demux(self._stream):
             try:
-                frames = packet.decode()
+                decoded = packet.decode()
             except av.error.FFmpegError:
                 self.damaged += 1
                 length = round((packet.duration or 0) * packet.time_base * rate)
                 if length:
                     yield None, np.zeros((channels, length), np.float32)
                 continue
-            for frame in frames:
+            for frame in decoded:
                 yield frame.pts, self._samples(frame)
 
     def _samples(self, frame) -> np.ndarray:
@@ -260,14 +260,14 @@ class AudioReader:
         return out
 
     def _report(self) -> None:
-        decoded = min(self.reached, self.info.frames) if self._crop else self.reached
+        decoded = min(self.reached, self.info.length) if self._crop else self.reached
         if self.damaged:
             warnings.warn(f"{self.path}: {self.damaged} damaged packets could not be decoded; replaced by silence "
                           "of the same length", ApolloWarning, stacklevel=4)
-        if self.info.frames_exact and decoded < self.info.frames:
+        if self.info.length_exact and decoded < self.info.length:
             rate = self.info.sample_rate
-            warnings.warn(f"{self.path}: file ends early: read {decoded} of the {self.info.frames} samples its "
-                          f"header declares ({decoded / rate:.2f} of {self.info.frames / rate:.2f} s); "
+            warnings.warn(f"{self.path}: file ends early: read {decoded} of the {self.info.length} samples its "
+                          f"header declares ({decoded / rate:.2f} of {self.info.length / rate:.2f} s); "
                           "using what is there", ApolloWarning, stacklevel=4)
 
     def close(self) -> None:
@@ -294,15 +294,15 @@ def _itunes_length(tag: str | None) -> int | None:
     return length if length > 0 else None
 
 
-def _pcm_header_frames(path: Path, fmt: str) -> int | None:
-    """Sample frames a WAV ``data`` chunk or an AIFF ``COMM`` chunk declares (None: unknown or streamed)."""
+def _pcm_header_length(path: Path, fmt: str) -> int | None:
+    """Samples (per channel) a WAV ``data`` chunk or an AIFF ``COMM`` chunk declares (None: unknown or streamed)."""
     try:
         with path.open("rb") as handle:
             head = handle.read(12)
             if fmt == "wav" and head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-                return _wav_frames(handle)
+                return _wav_length(handle)
             if fmt == "aiff" and head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
-                return _aiff_frames(handle)
+                return _aiff_length(handle)
     except (OSError, struct.error):
         pass
     return None
@@ -320,7 +320,7 @@ def _chunks_of(handle, byteorder: str) -> Iterator[tuple[bytes, int, int]]:
         handle.seek(offset + size + (size & 1))
 
 
-def _wav_frames(handle) -> int | None:
+def _wav_length(handle) -> int | None:
     block_align = None
     for chunk_id, size, offset in _chunks_of(handle, "<"):
         if chunk_id == b"fmt ":
@@ -333,7 +333,7 @@ def _wav_frames(handle) -> int | None:
     return None
 
 
-def _aiff_frames(handle) -> int | None:
+def _aiff_length(handle) -> int | None:
     for chunk_id, _, offset in _chunks_of(handle, ">"):
         if chunk_id == b"COMM":
             handle.seek(offset + 2)

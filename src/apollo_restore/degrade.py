@@ -161,8 +161,8 @@ def _ffmpeg_roundtrip(audio: np.ndarray, sr: int, spec: Degradation) -> tuple[np
     size = buffer.tell()
     buffer.seek(0)
     with av.open(buffer) as container:
-        frames = [f.to_ndarray().reshape(audio.shape[0], -1) for f in container.decode(audio=0)]
-    decoded = _fit(np.concatenate(frames, axis=1) if frames else signal[:, :0], 0, signal.shape[1])
+        chunks = [f.to_ndarray().reshape(audio.shape[0], -1) for f in container.decode(audio=0)]
+    decoded = _fit(np.concatenate(chunks, axis=1) if chunks else signal[:, :0], 0, signal.shape[1])
     return _fit(resample(decoded, rate, sr), 0, audio.shape[1]), size
 
 

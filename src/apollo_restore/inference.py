@@ -197,9 +197,9 @@ class Restorer:
             info = reader.info
             source = DecodedCopy(tmp, info.channels)
             with source:
-                length, peak, in_frames = self._decode(reader, source)
+                length, peak, in_length = self._decode(reader, source)
                 out_sr = info.sample_rate if keep_sr else self.sample_rate
-                out_length = in_frames if keep_sr else length
+                out_length = in_length if keep_sr else length
                 back = ResampleStream(self.sample_rate, out_sr, info.channels)
                 with AtomicAudioWriter(dst, out_sr, info.channels, subtype) as out:
                     blocks = (
@@ -218,26 +218,26 @@ class Restorer:
                             progress(done, length)
                     if written < out_length:
                         out.write(np.zeros((info.channels, out_length - written), np.float32))
-        return FileResult(Path(src), Path(dst), in_frames / info.sample_rate, info.channels, info.sample_rate, out_sr,
+        return FileResult(Path(src), Path(dst), in_length / info.sample_rate, info.channels, info.sample_rate, out_sr,
                           time.perf_counter() - started, peak, out.clipped)
 
     def _decode(self, reader: AudioReader, copy: DecodedCopy) -> tuple[int, float, int]:
-        """Decode ``reader`` once into ``copy`` at the model rate; returns (length, peak, input frames)."""
+        """Decode ``reader`` once into ``copy`` at the model rate; returns (length, peak, input length)."""
         info = reader.info
         to_model = ResampleStream(info.sample_rate, self.sample_rate, info.channels)
-        peak, in_frames = 0.0, 0
+        peak, in_length = 0.0, 0
         pending = None
         for block in reader.blocks(DECODE_BLOCK):
             if pending is not None:
                 peak = max(peak, copy.write(to_model(pending)))
             pending = block
-            in_frames += block.shape[1]
+            in_length += block.shape[1]
         if pending is None:
             raise ApolloError(f"{info.path}: holds no audio samples")
         peak = max(peak, copy.write(to_model(pending, last=True)))
         if copy.length == 0:
             raise ApolloError(f"{info.path}: too short to restore")
-        return copy.length, peak, in_frames
+        return copy.length, peak, in_length
 
 
 class DecodedCopy:

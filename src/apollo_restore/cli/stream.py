@@ -71,11 +71,11 @@ def _model(args: argparse.Namespace, device: object):
     return Apollo(ApolloConfig.from_size(args.config, causal=True)).to(device).eval(), None
 
 
-def _raw_chunks(handle: BinaryIO, channels: int, frames: int) -> Iterator[np.ndarray]:
-    """Interleaved f32le from ``handle`` as ``[channels, n]`` blocks of up to ``frames`` samples."""
+def _raw_chunks(handle: BinaryIO, channels: int, length: int) -> Iterator[np.ndarray]:
+    """Interleaved f32le from ``handle`` as ``[channels, n]`` blocks of up to ``length`` samples."""
     size = 4 * channels
     while True:
-        data = handle.read(frames * size)
+        data = handle.read(length * size)
         if not data:
             return
         if len(data) % size:
@@ -93,12 +93,12 @@ def _file_chunks(path: Path, rate: int, chunk_ms: float) -> tuple[Iterator[np.nd
     reader = open_audio(path)
     info = reader.info
     to_model = ResampleStream(info.sample_rate, rate, info.channels)
-    frames = max(1, round(chunk_ms * info.sample_rate / 1000))
+    length = max(1, round(chunk_ms * info.sample_rate / 1000))
 
     def chunks() -> Iterator[np.ndarray]:
         with reader:
             pending = None
-            for block in reader.blocks(frames):
+            for block in reader.blocks(length):
                 if pending is not None:
                     yield to_model(pending)
                 pending = block

@@ -44,7 +44,7 @@ class IndexedStem:
 
     stem: Stem
     sample_rate: int
-    frames: int
+    length: int  # samples
     starts: np.ndarray
 
 
@@ -68,14 +68,14 @@ def read_stem(stem: Stem) -> tuple[np.ndarray, int]:
     return total, rate
 
 
-def read_segment(paths: tuple[Path, ...], start: int, frames: int) -> np.ndarray:
-    """``frames`` samples from ``start`` of the files summed, float32 ``[channels, frames]`` (zero-padded
+def read_segment(paths: tuple[Path, ...], start: int, length: int) -> np.ndarray:
+    """``length`` samples from ``start`` of the files summed, float32 ``[channels, length]`` (zero-padded
     past the end)."""
     out: np.ndarray | None = None
     for path in paths:
-        block, _ = read_audio(path, start, frames)
+        block, _ = read_audio(path, start, length)
         if out is None:
-            out = np.zeros((block.shape[0], frames), np.float32)
+            out = np.zeros((block.shape[0], length), np.float32)
         channels = min(out.shape[0], block.shape[0])
         out[:channels, : block.shape[1]] += block[:channels]
     return out
@@ -152,5 +152,5 @@ def build_index(layout: str, root: str | Path, split: str, config: ActivityConfi
 
 
 def _indexed(stem: Stem, entry: list) -> IndexedStem:
-    rate, frames, starts = entry
-    return IndexedStem(stem, int(rate), int(frames), np.asarray(starts, np.int64))
+    rate, length, starts = entry
+    return IndexedStem(stem, int(rate), int(length), np.asarray(starts, np.int64))

@@ -183,7 +183,7 @@ class MixtureDataset(Dataset):
         grid = int(stem.starts[rng.integers(stem.starts.size)])
         hop = round(self.config.activity().hop_seconds * stem.sample_rate)
         need = int(np.ceil(self.config.clip_seconds * stem.sample_rate))
-        return grid, grid + int(rng.integers(max(1, min(hop, stem.frames - need - grid + 1))))
+        return grid, grid + int(rng.integers(max(1, min(hop, stem.length - need - grid + 1))))
 
     def _real_mixture(self, rng: np.random.Generator) -> tuple[np.ndarray, list[dict], list[bool]]:
         """A song's real mixture (its mixture file, or all its stems summed) at an active window."""

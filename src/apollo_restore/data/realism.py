@@ -34,20 +34,20 @@ QUIET_DBFS = -50.0
 
 @dataclass
 class ClipSource:
-    """Where one clip comes from: a whole file, or ``frames`` samples from ``start`` of files summed."""
+    """Where one clip comes from: a whole file, or ``length`` samples from ``start`` of files summed."""
 
     name: str
     paths: tuple[Path, ...]
     start: int = 0
-    frames: int | None = None
+    length: int | None = None
 
     def read(self) -> np.ndarray:
         """The clip at SAMPLE_RATE, float32 ``[channels, samples]``."""
-        if self.frames is None:
+        if self.length is None:
             audio, rate = read_audio(self.paths[0])
         else:
             rate = audio_info(self.paths[0]).sample_rate
-            audio = read_segment(self.paths, self.start, self.frames)
+            audio = read_segment(self.paths, self.start, self.length)
         return resample(audio, rate, SAMPLE_RATE)
 
 
@@ -66,11 +66,11 @@ def _song_clips(root: Path, splits: tuple[str, ...], clips: int, seconds: float,
         song = order[k % len(order)]
         paths = (song.mixture,) if song.mixture else tuple(p for s in song.stems for p in s.paths)
         info = audio_info(paths[0])
-        frames = round(seconds * info.sample_rate)
-        if info.frames < frames:
+        length = round(seconds * info.sample_rate)
+        if info.length < length:
             continue
-        start = int(rng.integers(info.frames - frames + 1))
-        source = ClipSource(f"{song.name}@{start / info.sample_rate:.1f}s", paths, start, frames)
+        start = int(rng.integers(info.length - length + 1))
+        source = ClipSource(f"{song.name}@{start / info.sample_rate:.1f}s", paths, start, length)
         audio = source.read()
         if 10 * np.log10(max(float(np.mean(np.square(audio))), 1e-20)) > QUIET_DBFS:
             sources.append(source)

@@ -57,11 +57,11 @@ class FluidRenderer:
         """Whether the SoundFont holds GM ``program`` in ``bank``."""
         return self.synth.program_select(0, self.sfid, bank, program) == 0
 
-    def _write(self, frames: int, out: np.ndarray, at: int) -> None:
-        """Render ``frames`` samples into ``out[:, at:]`` (``out`` is ``[2, n]``)."""
+    def _write(self, length: int, out: np.ndarray, at: int) -> None:
+        """Render ``length`` samples into ``out[:, at:]`` (``out`` is ``[2, n]``)."""
         done = 0
-        while done < frames:
-            n = min(BLOCK, frames - done)
+        while done < length:
+            n = min(BLOCK, length - done)
             self._lib.fluid_synth_write_float(self.synth.synth, n, self._left.ctypes.data, 0, 1,
                                               self._right.ctypes.data, 0, 1)
             out[0, at + done:at + done + n] = self._left[:n]
