@@ -54,19 +54,19 @@ def music_noise(seconds: float = 2.0, seed: int = 0) -> np.ndarray:
     return (0.5 * audio / np.abs(audio).max()).astype(np.float32)
 
 
-SPECS = [Degradation("mp3", b) for b in PAPER_BITRATES] + [
+DEGRADATIONS = [Degradation("mp3", b) for b in PAPER_BITRATES] + [
     Degradation("mp3", None, 2), Degradation("mp3", None, 7), Degradation("aac", 32), Degradation("aac", 128),
     Degradation("opus", 96), Degradation("lowpass", None, None, 6000.0)]
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.label)
-def test_roundtrip_is_sample_aligned(spec: Degradation) -> None:
+@pytest.mark.parametrize("degradation", DEGRADATIONS, ids=lambda s: s.label)
+def test_roundtrip_is_sample_aligned(degradation: Degradation) -> None:
     for signal in (click_train(), music_noise()):
-        out = degrade_with_info(signal, SR, spec)[0]
+        out = degrade_with_info(signal, SR, degradation)[0]
         assert out.shape == signal.shape and out.dtype == np.float32
         assert np.isfinite(out).all()
         for channel in range(2):
-            assert lag_of(signal[channel], out[channel]) == 0, spec.label
+            assert lag_of(signal[channel], out[channel]) == 0, degradation.label
         # sample-exact: the residual is smallest at lag 0, not merely near it
         errors = [np.sum((np.roll(out[0], k)[2000:-2000] - signal[0, 2000:-2000]) ** 2) for k in (-1, 0, 1)]
         assert errors[1] < min(errors[0], errors[2])

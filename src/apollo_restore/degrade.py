@@ -127,17 +127,17 @@ def mp3_decode(data: bytes, channels: int, sample_rate: int) -> np.ndarray:
     return np.frombuffer(decoded.samples, dtype=np.float32).reshape(-1, channels).T
 
 
-def _mp3_roundtrip(audio: np.ndarray, sr: int, spec: Degradation) -> tuple[np.ndarray, int]:
+def _mp3_roundtrip(audio: np.ndarray, sr: int, degradation: Degradation) -> tuple[np.ndarray, int]:
     """MP3 encode + decode at ``sr``; returns aligned audio and the stream's size in bytes."""
     if audio.shape[0] > 2:
         raise ApolloError(f"MP3 carries 1 or 2 channels, got {audio.shape[0]}")
     rate = sr if sr in MP3_RATES else 44100
-    data = mp3_encode(resample(audio, sr, rate), rate, spec.bitrate, spec.vbr_quality)
+    data = mp3_encode(resample(audio, sr, rate), rate, degradation.bitrate, degradation.vbr_quality)
     decoded = _fit(mp3_decode(data, audio.shape[0], rate), MP3_DELAY, round(audio.shape[1] * rate / sr))
     return _fit(resample(decoded, rate, sr), 0, audio.shape[1]), len(data)
 
 
-def _ffmpeg_roundtrip(audio: np.ndarray, sr: int, spec: Degradation) -> tuple[np.ndarray, int]:
+def _ffmpeg_roundtrip(audio: np.ndarray, sr: int, degradation: Degradation) -> tuple[np.ndarray, int]:
     """AAC (FFmpeg's encoder, MP4 container) or Opus (libopus, Ogg, 48 kHz) encode + decode.
 
     Both containers carry the encoder priming (edit list / pre-skip), which the decoder removes, so the
@@ -145,15 +145,15 @@ def _ffmpeg_roundtrip(audio: np.ndarray, sr: int, spec: Degradation) -> tuple[np
     """
     import av
 
-    codec, fmt, rate = {"aac": ("aac", "mp4", sr), "opus": ("libopus", "ogg", 48000)}[spec.codec]
+    codec, fmt, rate = {"aac": ("aac", "mp4", sr), "opus": ("libopus", "ogg", 48000)}[degradation.codec]
     layout = {1: "mono", 2: "stereo"}.get(audio.shape[0])
     if layout is None:
-        raise ApolloError(f"{spec.codec} degradation takes 1 or 2 channels, got {audio.shape[0]}")
+        raise ApolloError(f"{degradation.codec} degradation takes 1 or 2 channels, got {audio.shape[0]}")
     signal = resample(audio, sr, rate)
     buffer = io.BytesIO()
     with av.open(buffer, "w", format=fmt) as container:
         stream = container.add_stream(codec, rate=rate, layout=layout)
-        stream.bit_rate = int(spec.bitrate) * 1000
+        stream.bit_rate = int(degradation.bitrate) * 1000
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(signal), format="fltp", layout=layout)
         frame.sample_rate, frame.pts = rate, 0
         for packet in [*stream.encode(frame), *stream.encode(None)]:
@@ -178,17 +178,17 @@ def lowpass(audio: np.ndarray, sample_rate: int, cutoff_hz: float, transition_hz
     return np.fft.irfft(spectrum, n=n, axis=1)[:, :length].astype(np.float32)
 
 
-def degrade_with_info(audio: np.ndarray, sample_rate: int, spec: Degradation) -> tuple[np.ndarray, int]:
-    """Apply ``spec`` to ``[channels, samples]``; returns the aligned result and the mean bitrate in kbit/s
+def degrade_with_info(audio: np.ndarray, sample_rate: int, degradation: Degradation) -> tuple[np.ndarray, int]:
+    """Apply ``degradation`` to ``[channels, samples]``; returns the aligned result and the mean bitrate in kbit/s
     of the coded stream (0 for the low-pass)."""
     audio, was_1d = as_channels_first(audio)
-    if spec.codec == "lowpass":
-        out, kbps = lowpass(audio, sample_rate, float(spec.cutoff_hz)), 0
+    if degradation.codec == "lowpass":
+        out, kbps = lowpass(audio, sample_rate, float(degradation.cutoff_hz)), 0
     else:
         peak = float(np.abs(audio).max())
         scale = CODEC_PEAK / peak if peak > 0 else 1.0
-        roundtrip = _mp3_roundtrip if spec.codec == "mp3" else _ffmpeg_roundtrip
-        out, size = roundtrip(audio * scale, sample_rate, spec)
+        roundtrip = _mp3_roundtrip if degradation.codec == "mp3" else _ffmpeg_roundtrip
+        out, size = roundtrip(audio * scale, sample_rate, degradation)
         out /= scale
         kbps = round(size * 8 / (audio.shape[1] / sample_rate) / 1000)
     return (out[0] if was_1d else out), kbps

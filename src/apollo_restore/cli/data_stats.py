@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
-def measured_rows_form(spec: str) -> bool:
-    return spec.rpartition(":")[0].endswith(".csv")
+def measured_rows_form(argument: str) -> bool:
+    return argument.rpartition(":")[0].endswith(".csv")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,17 +40,17 @@ def run(args: argparse.Namespace) -> int:
 
     if len(args.sets) < 2:
         raise ApolloError("give at least two sets: the ones to compare, then the reference")
-    names = args.names or [spec.rpartition(":")[2] if measured_rows_form(spec) else Path(spec).name
-                           for spec in args.sets]
+    names = args.names or [argument.rpartition(":")[2] if measured_rows_form(argument) else Path(argument).name
+                           for argument in args.sets]
     if len(names) != len(args.sets):
         raise ApolloError(f"{len(names)} names for {len(args.sets)} sets")
     if args.clips < 1 or args.clip_seconds <= 0:
         raise ApolloError("--clips must be >= 1 and --clip-seconds positive")
     rows = []
-    for name, spec in zip(names, args.sets, strict=True):
-        earlier = measured_rows(spec)
+    for name, argument in zip(names, args.sets, strict=True):
+        earlier = measured_rows(argument)
         if earlier is None:
-            sources = clip_sources(spec, args.clips, args.clip_seconds, args.seed, tuple(args.split))
+            sources = clip_sources(argument, args.clips, args.clip_seconds, args.seed, tuple(args.split))
             earlier = measure(sources, progress=not args.quiet, desc=name)
         rows.append(earlier)
     paths = write_report(names, rows, args.out)

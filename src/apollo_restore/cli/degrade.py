@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from apollo_restore.errors import ApolloError
     from apollo_restore.files import claim, find_files, missing_input, same_file
 
-    spec = Degradation(args.codec, args.bitrate, args.vbr_quality, args.cutoff_hz)
+    degradation = Degradation(args.codec, args.bitrate, args.vbr_quality, args.cutoff_hz)
     source, output = Path(args.input), Path(args.output)
     if (problem := missing_input(source)) is not None:
         raise problem
@@ -53,14 +53,14 @@ def run(args: argparse.Namespace) -> int:
         if same_file(path, out):
             raise ApolloError(f"{path}: output would overwrite the input")
     output_subtype(jobs[0][1], args.subtype)  # reject a bad output early
-    for path, out in tqdm(jobs, desc=spec.label, unit="file", disable=len(jobs) < 2):
+    for path, out in tqdm(jobs, desc=degradation.label, unit="file", disable=len(jobs) < 2):
         with claim(out) if source.is_dir() else contextlib.nullcontext(True) as mine:
             if not mine:  # a folder's outputs that exist (or that another process is writing) are skipped
                 continue
             audio, rate = read_audio(path)
-            degraded, kbps = degrade_with_info(audio, rate, spec)
+            degraded, kbps = degrade_with_info(audio, rate, degradation)
             clipped = write_audio(out, degraded, rate, args.subtype)
         rate_note = f", {kbps} kbit/s stream" if kbps else ""
-        tqdm.write(f"{out}: {spec.label}{rate_note}, {audio.shape[1] / rate:.1f} s"
+        tqdm.write(f"{out}: {degradation.label}{rate_note}, {audio.shape[1] / rate:.1f} s"
                    + (f" ({clipped} samples clipped)" if clipped else ""))
     return 0

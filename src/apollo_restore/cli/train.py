@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _bench(config, steps: int) -> int:
-    from apollo_restore.train.bench import describe, peak_rss_gib, time_training_steps
+    from apollo_restore.train.step_timing import describe, peak_rss_gib, time_training_steps
 
     if steps < 1:
         from apollo_restore.errors import ApolloError

@@ -151,14 +151,14 @@ class MixtureDataset(Dataset):
             raise ApolloError(f"the dataset has no material for category {category!r}")
         for _ in range(MAX_ATTEMPTS):
             clean, stems, flags, real = self.draw_clean(rng, category)
-            spec = degradation or self.config.degrade.draw(rng)
-            degraded, kbps = degrade_with_info(clean, self.config.sample_rate, spec)
+            chosen = degradation or self.config.degrade.draw(rng)
+            degraded, kbps = degrade_with_info(clean, self.config.sample_rate, chosen)
             peak = max(float(np.abs(clean).max()), float(np.abs(degraded).max()))
             if peak > SILENCE_PEAK:
-                bitrate = kbps if spec.vbr_quality is not None else int(spec.bitrate or 0)
-                if spec.codec == "lowpass":
+                bitrate = kbps if chosen.vbr_quality is not None else int(chosen.bitrate or 0)
+                if chosen.codec == "lowpass":
                     bitrate = 0
-                return Example(clean / peak, degraded / peak, spec, bitrate, category_of(flags), real, stems)
+                return Example(clean / peak, degraded / peak, chosen, bitrate, category_of(flags), real, stems)
         raise ApolloError(f"split {self.split!r}: could not draw a non-silent clip in {MAX_ATTEMPTS} attempts")
 
     def draw_clean(self, rng: np.random.Generator, category: str | None = None

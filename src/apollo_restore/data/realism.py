@@ -113,10 +113,10 @@ def measure(sources: list[ClipSource], progress: bool = False, desc: str = "") -
     return rows
 
 
-def measured_rows(spec: str) -> list[dict] | None:
+def measured_rows(argument: str) -> list[dict] | None:
     """The rows of one set from an earlier report's ``clips.csv``, for a set argument ``CLIPS.csv:NAME``;
-    None when ``spec`` is not of that form."""
-    path, _, name = spec.rpartition(":")
+    None when ``argument`` is not of that form."""
+    path, _, name = argument.rpartition(":")
     if not path.endswith(".csv") or not name:
         return None
     try:

@@ -187,8 +187,8 @@ def band_report(config: MixConfig, split: str, clips: int, seed: int = 0,
     for i in range(clips):
         clean = dataset.draw_clean(np.random.default_rng([seed, i]))[0]
         report["clean"].append(band_share_db(clean, real.sample_rate, above_hz))
-        for spec in real.degrade.options():
-            coded = degrade(clean, real.sample_rate, spec.codec, spec.bitrate, spec.vbr_quality,
-                            spec.cutoff_hz)
-            report.setdefault(spec.label, []).append(band_share_db(coded, real.sample_rate, above_hz))
+        for degradation in real.degrade.options():
+            coded = degrade(clean, real.sample_rate, degradation.codec, degradation.bitrate, degradation.vbr_quality,
+                            degradation.cutoff_hz)
+            report.setdefault(degradation.label, []).append(band_share_db(coded, real.sample_rate, above_hz))
     return report

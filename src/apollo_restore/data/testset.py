@@ -95,16 +95,16 @@ def build_testset(config: MixConfig, out_dir: str | os.PathLike, n_per_bitrate: 
     categories = dataset.available_categories()
     options = config.degrade.options()
     lines = []
-    jobs = [(b, spec, j) for b, spec in enumerate(options) for j in range(n_per_bitrate)]
-    for b, spec, j in tqdm(jobs, desc=f"rendering {out_dir.name}", disable=not progress, unit="clip"):
-        rng = np.random.default_rng([seed, int(spec.bitrate or 0), int(spec.vbr_quality or 0),
-                                     int(spec.cutoff_hz or 0), j])
-        example = dataset.render(rng, degradation=spec, category=categories[(j + b) % len(categories)])
-        clip_id = f"{spec.label}-{j:04d}"
+    jobs = [(b, degradation, j) for b, degradation in enumerate(options) for j in range(n_per_bitrate)]
+    for b, degradation, j in tqdm(jobs, desc=f"rendering {out_dir.name}", disable=not progress, unit="clip"):
+        rng = np.random.default_rng([seed, int(degradation.bitrate or 0), int(degradation.vbr_quality or 0),
+                                     int(degradation.cutoff_hz or 0), j])
+        example = dataset.render(rng, degradation=degradation, category=categories[(j + b) % len(categories)])
+        clip_id = f"{degradation.label}-{j:04d}"
         record = {"id": clip_id, "clean": f"clean/{clip_id}.flac", "degraded": f"degraded/{clip_id}.flac",
-                  "codec": spec.codec, "bitrate": example.bitrate, "category": example.category,
+                  "codec": degradation.codec, "bitrate": example.bitrate, "category": example.category,
                   "sample_rate": config.sample_rate, "split": split, "seed": seed,
-                  "real_mixture": example.real_mixture, "degradation": spec.label, "stems": example.stems}
+                  "real_mixture": example.real_mixture, "degradation": degradation.label, "stems": example.stems}
         write_audio(out_dir / record["clean"], example.clean, config.sample_rate)
         write_audio(out_dir / record["degraded"], example.degraded, config.sample_rate)
         lines.append(json.dumps(record))
@@ -175,16 +175,16 @@ def build_mixture_testset(source_dir: str | os.PathLike, out_dir: str | os.PathL
             raise ApolloError(f"{path}: silent (peak below {SILENCE_PEAK:g}); remove it from the folder")
         row = described.get(path.name, {})
         name = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem)
-        coded = [degrade_with_info(audio, sample_rate, spec) for spec in options]
+        coded = [degrade_with_info(audio, sample_rate, degradation) for degradation in options]
         peak = max(float(np.abs(audio).max()), *(float(np.abs(d).max()) for d, _ in coded))
         write_audio(out_dir / "clean" / f"{name}.flac", audio / peak, sample_rate)
-        for b, (spec, (degraded, kbps)) in enumerate(zip(options, coded, strict=True)):
-            clip_id = f"{spec.label}-{name}"
-            bitrate = kbps if spec.vbr_quality is not None else int(spec.bitrate or 0)
+        for b, (degradation, (degraded, kbps)) in enumerate(zip(options, coded, strict=True)):
+            clip_id = f"{degradation.label}-{name}"
+            bitrate = kbps if degradation.vbr_quality is not None else int(degradation.bitrate or 0)
             record = {"id": clip_id, "clean": f"clean/{name}.flac", "degraded": f"degraded/{clip_id}.flac",
-                      "codec": spec.codec, "bitrate": 0 if spec.codec == "lowpass" else bitrate,
+                      "codec": degradation.codec, "bitrate": 0 if degradation.codec == "lowpass" else bitrate,
                       "category": row.get("category") or MIXTURE_CATEGORY, "sample_rate": sample_rate,
-                      "degradation": spec.label, "source": path.name, "group": source_group(path.stem),
+                      "degradation": degradation.label, "source": path.name, "group": source_group(path.stem),
                       "rank": ranks[b][path.stem], "seconds": audio.shape[1] / sample_rate,
                       "channels": audio.shape[0], "source_info": row}
             write_audio(out_dir / record["degraded"], degraded / peak, sample_rate)

@@ -171,23 +171,23 @@ def run_scoring(jobs: list[ScoreJob], cache_path: Path, workers: int = 1, progre
     return [done[(job.example_id, job.system)] for job in jobs]
 
 
-def _checkpoint_path(spec: str | None) -> tuple[str, Path | None]:
+def _checkpoint_path(checkpoint: str | None) -> tuple[str, Path | None]:
     """(display name, file or folder) of a checkpoint argument; bundled names resolve inside the package."""
     from apollo_restore.checkpoint import bundled_models
 
     bundled = bundled_models()
-    if spec is None or spec in bundled:
-        name = spec or "default"
+    if checkpoint is None or checkpoint in bundled:
+        name = checkpoint or "default"
         if name not in bundled:
             raise ApolloError("no bundled default model in this install: pass --checkpoint")
         return f"apollo-{name}", bundled[name]
-    path = Path(spec)
+    path = Path(checkpoint)
     if not path.exists():
-        raise ApolloError(f"{spec}: no such checkpoint (bundled models: {', '.join(bundled) or 'none'})")
+        raise ApolloError(f"{checkpoint}: no such checkpoint (bundled models: {', '.join(bundled) or 'none'})")
     return path.stem if path.is_file() else path.name, path
 
 
-def restore_with_checkpoint(evalset: EvalSet, spec: str | None, name: str | None, config: EvalConfig
+def restore_with_checkpoint(evalset: EvalSet, checkpoint: str | None, name: str | None, config: EvalConfig
                             ) -> tuple[str, dict]:
     """Restore every degraded example with one checkpoint into ``OUT/restored/<system>/``.
 
@@ -201,7 +201,7 @@ def restore_with_checkpoint(evalset: EvalSet, spec: str | None, name: str | None
     from apollo_restore.checkpoint import file_sha256, load_checkpoint
     from apollo_restore.inference import Restorer
 
-    default_name, path = _checkpoint_path(spec)
+    default_name, path = _checkpoint_path(checkpoint)
     system = name or default_name
     if system == INPUT_SYSTEM or system in evalset.outputs:
         raise ApolloError(f"system name {system!r} is taken: choose another with --name")
@@ -243,8 +243,8 @@ def evaluate(evalset: EvalSet, config: EvalConfig) -> tuple[list[dict], dict]:
         raise ApolloError("give one --name per --checkpoint")
     systems: dict[str, dict] = {INPUT_SYSTEM: {"kind": "input", "params": None}}
     systems.update({name: {"kind": "external", "params": None} for name in evalset.outputs})
-    for index, spec in enumerate(config.checkpoints):
-        name, info = restore_with_checkpoint(evalset, spec, config.names[index] if config.names else None, config)
+    for index, checkpoint in enumerate(config.checkpoints):
+        name, info = restore_with_checkpoint(evalset, checkpoint, config.names[index] if config.names else None, config)
         systems[name] = info
     jobs = []
     for example in evalset.examples:
