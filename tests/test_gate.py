@@ -160,3 +160,25 @@ def test_gradients_through_the_gate_are_finite(config):
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_fill_holes_writes_the_bands_a_codec_dropped_and_keeps_what_it_kept():
+    """A codec-like input: brick-wall at 8 kHz and, in every other frame, a dropped band at 4-5 kHz. With
+    fill_holes the model writes into those holes (and above 8 kHz) while every kept bin passes bit for bit."""
+    model = writing_model(residual=False)
+    audio = low_passed_noise(8000, seed=4)
+    gate = Gate(GateConfig(fill_holes=True), model.config)
+    with torch.no_grad():
+        spec_in = model.stft(audio)
+        spec_in[:, ::2, 80:100] = 0  # 4-5 kHz gone in every other frame
+        spec_out = gate(spec_in, model.spectral_forward(spec_in)[0], gate.estimate(spec_in))
+    hole = torch.zeros_like(spec_in.real, dtype=torch.bool)
+    hole[:, ::2, 80:100] = True
+    assert int(gate.estimate(spec_in)[0]) * 50 > 7500
+    power = spec_in.abs().square()
+    present = power >= power.amax(dim=-1, keepdim=True) * 1e-6  # within 60 dB of the frame's peak
+    kept = present & (torch.arange(spec_in.shape[-1]) < 7800 // 50)  # below the brick wall's window leakage
+    torch.testing.assert_close(spec_out[kept], spec_in[kept], atol=0, rtol=0)
+    assert (spec_out[hole].abs() > 1e-6).float().mean() > 0.9
+    keep_holes = Gate(GateConfig(), model.config)  # fill_holes off: the holes stay empty
+    assert keep_holes(spec_in, spec_out, keep_holes.estimate(spec_in))[hole].abs().max() == 0

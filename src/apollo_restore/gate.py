@@ -22,7 +22,10 @@ tone or a few partials (no codec cut anywhere) pass through untouched. Silence w
 the rule, the output is ``X`` wherever no cut is found.
 
 ``keep_pass_band``: bins below the cut-off pass through from the input unchanged, holes included (the model
-writes only above the cut-off). ``level_cap``: what is written above the cut-off is no louder, per frame,
+writes only above the cut-off). ``fill_holes`` (with ``keep_pass_band``): except the holes, the bins of a frame
+that the codec left more than ``below_db`` under that frame's loudest bin: those take the model's output, so
+the bands MP3 drops frame by frame get filled while everything the codec kept passes through.
+``level_cap``: what is written above the cut-off is no louder, per frame,
 than the pass band's top falling ``CAP_TILT_DB_PER_OCTAVE`` (music's spectrum falls with frequency).
 """
 
@@ -68,12 +71,13 @@ class GateConfig:
     below_db: float = 60.0
     require_cut: bool = True
     keep_pass_band: bool = True
+    fill_holes: bool = False
     level_cap: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.below_db, (int, float)) or not 5 < self.below_db <= 200:
             raise ApolloError(f"gate below_db must be a number of dB in (5, 200], got {self.below_db!r}")
-        for name in ("require_cut", "keep_pass_band", "level_cap"):
+        for name in ("require_cut", "keep_pass_band", "fill_holes", "level_cap"):
             if not isinstance(getattr(self, name), bool):
                 raise ApolloError(f"gate {name} must be true or false, got {getattr(self, name)!r}")
 
@@ -152,8 +156,8 @@ def gated(spec: Tensor, out: Tensor, cutoff: Tensor, weight: Tensor, config: Gat
     write = per_frame(weight) if config.require_cut else 1.0
     correction = out - spec
     bins = torch.arange(spec.shape[-1], device=spec.device)
+    power = spec.real.square() + spec.imag.square()
     if config.level_cap:
-        power = spec.real.square() + spec.imag.square()
         edge = ((bins > top - EDGE_BINS) & (bins <= top)).to(power.dtype)
         edge_level = ((power * edge).sum(-1, keepdim=True) / edge.sum(-1, keepdim=True).clamp_min(1)).sqrt()
         octaves = torch.log2((bins + 1) / (top + 1).to(power.dtype)).clamp_min(0)  # distance above the cut-off
@@ -161,7 +165,11 @@ def gated(spec: Tensor, out: Tensor, cutoff: Tensor, weight: Tensor, config: Gat
         scale = (cap / correction.abs().clamp_min(1e-12)).clamp(max=1.0)  # finite everywhere: finite gradients
         correction = correction * torch.where(bins > top, scale, 1.0)
     if config.keep_pass_band:  # fading in over two bins above the cut-off
-        correction = correction * ((bins - top) / 2).clamp(0.0, 1.0)
+        writable = ((bins - top) / 2).clamp(0.0, 1.0)
+        if config.fill_holes:
+            hole = power < power.amax(dim=-1, keepdim=True) * 10 ** (-config.below_db / 10)
+            writable = torch.maximum(writable, hole.to(writable.dtype))
+        correction = correction * writable
     return spec + write * correction
 
 
