@@ -239,3 +239,22 @@ def test_init_from_starts_a_run_from_a_checkpoint_with_the_same_architecture(tmp
     wider = dataclasses.replace(experiment, model=dataclasses.replace(experiment.model, feature_dim=64, num_heads=4))
     with pytest.raises(ApolloError, match="init_from"):
         GANTrainer(wider, init_distributed("cpu"))
+
+
+def test_kept_bins_term_holds_phase_where_the_codec_kept_the_signal_only():
+    """degraded = clean low-passed at 4 kHz. An estimate with the clean phase below 4 kHz and the right magnitude
+    but a random phase above costs nothing in the kept-bins term; flipping the phase below 4 kHz does."""
+    degraded, clean = clips()
+    spec = torch.fft.rfft(clean)
+    freqs = torch.fft.rfftfreq(clean.shape[-1], 1 / SR)
+    high = freqs > 4500
+    phase = torch.exp(2j * torch.pi * torch.rand(spec.shape, generator=torch.Generator().manual_seed(1)))
+    scrambled = torch.fft.irfft(torch.where(high, spec * phase, spec), n=clean.shape[-1])
+    flipped = torch.fft.irfft(torch.where(high, spec, -spec), n=clean.shape[-1])
+    kept = SpectralReconstructionLoss((256, 1024), kept_weight=1.0)
+    plain = SpectralReconstructionLoss((256, 1024))
+    extra = [kept(x, clean, degraded).item() - plain(x, clean).item() for x in (scrambled, flipped)]
+    assert extra[0] < 0.05 * extra[1], extra
+    assert kept(clean, clean, degraded).item() == 0
+    with pytest.raises(ValueError, match="degraded"):
+        kept(clean, clean)

@@ -58,6 +58,9 @@ class LossConfig:
     #: weight of a complex-spectrum L1 term ``mean|S_est - S_ref| / mean|S_ref|`` at each resolution (not in the
     #: paper): phase-aware, so content whose phase cannot be predicted is not made louder than it pays in SI-SNR
     complex_spectrum: float = 0.0
+    #: weight of the complex-spectrum term over the bins the codec kept only (the degraded input within 60 dB of
+    #: its frame's peak; not in the paper): phase-aware where the input's phase is right, magnitudes elsewhere
+    complex_kept: float = 0.0
 
 
 @dataclass

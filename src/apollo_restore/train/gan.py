@@ -87,7 +87,7 @@ class GANTrainer:
         self.g_scaler = torch.amp.GradScaler(ctx.device.type, enabled=use_scaler)
         self.d_scaler = torch.amp.GradScaler(ctx.device.type, enabled=use_scaler)
         self.reconstruction = SpectralReconstructionLoss(
-            config.loss.fft_sizes, config.loss.log_magnitude, config.loss.complex_spectrum
+            config.loss.fft_sizes, config.loss.log_magnitude, config.loss.complex_spectrum, config.loss.complex_kept
         )
 
     def _initialise_generator(self, source: str) -> None:
@@ -124,7 +124,7 @@ class GANTrainer:
         n = degraded.shape[0]
         with self.autocast():
             restored = self.g(degraded, self._post(degraded)).float()
-        rec = self.reconstruction(restored, clean)
+        rec = self.reconstruction(restored, clean, degraded)
         metrics: dict[str, float] = {}
         if adversarial:
             with self.autocast():

@@ -15,6 +15,8 @@ from apollo_restore.train.config import LossConfig
 from apollo_restore.train.spectral import stft
 
 _EPS = torch.finfo(torch.float32).eps
+#: a bin of the degraded input this far (dB) under its frame's loudest bin or less counts as kept by the codec
+KEPT_DB = 60.0
 
 
 def discriminator_loss(real_logits: list[torch.Tensor], fake_logits: list[torch.Tensor]) -> torch.Tensor:
@@ -49,19 +51,28 @@ def feature_matching_loss(
 class SpectralReconstructionLoss(nn.Module):
     """Eq. 4: mean over STFT sizes of ``mean||S_est| - |S_ref|| / mean|S_ref|`` (linear magnitudes).
 
-    Two optional terms per resolution (0 in the paper): ``log_weight * mean|ln(|S_est| + f) - ln(|S_ref| + f)|``,
+    Optional terms per resolution (0 in the paper): ``log_weight * mean|ln(|S_est| + f) - ln(|S_ref| + f)|``,
     the floor ``f`` sitting 80 dB below each example's loudest reference bin (level-invariant, so the quiet high
-    band counts; silence adds nothing), and ``complex_weight * mean|S_est - S_ref| / mean|S_ref|`` (phase-aware).
-    ``forward(estimate, reference)``, both ``[batch, channels, samples]`` -> scalar.
+    band counts; silence adds nothing); ``complex_weight * mean|S_est - S_ref| / mean|S_ref|`` (phase-aware);
+    and ``kept_weight`` times the same complex term over the bins the codec kept only (the degraded input within
+    ``KEPT_DB`` of its frame's loudest bin): there the input's phase is right, so the model is held to it, while
+    the band the codec cut, whose phase nothing predicts, is judged by magnitudes (and the discriminator) alone.
+    ``forward(estimate, reference, degraded=None)``, each ``[batch, channels, samples]`` -> scalar (``degraded``
+    is needed with ``kept_weight``).
     """
 
-    def __init__(self, fft_sizes: tuple[int, ...], log_weight: float = 0.0, complex_weight: float = 0.0) -> None:
+    def __init__(self, fft_sizes: tuple[int, ...], log_weight: float = 0.0, complex_weight: float = 0.0,
+                 kept_weight: float = 0.0) -> None:
         super().__init__()
         self.fft_sizes = tuple(fft_sizes)
         self.log_weight = log_weight
         self.complex_weight = complex_weight
+        self.kept_weight = kept_weight
 
-    def forward(self, estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    def forward(self, estimate: torch.Tensor, reference: torch.Tensor,
+                degraded: torch.Tensor | None = None) -> torch.Tensor:
+        if self.kept_weight and degraded is None:
+            raise ValueError("the kept-bins term needs the degraded input")
         terms = []
         for n_fft in self.fft_sizes:
             est_spec, ref_spec = stft(estimate, n_fft), stft(reference, n_fft)
@@ -73,6 +84,10 @@ class SpectralReconstructionLoss(nn.Module):
                 term = term + self.log_weight * (torch.log(est + floor) - torch.log(ref + floor)).abs().mean()
             if self.complex_weight:
                 term = term + self.complex_weight * (est_spec - ref_spec).abs().mean() / scale
+            if self.kept_weight:
+                power = stft(degraded, n_fft).abs().square()  # [batch, channels, freq, frames]
+                kept = power >= power.amax(dim=-2, keepdim=True) * 10 ** (-KEPT_DB / 10)
+                term = term + self.kept_weight * ((est_spec - ref_spec).abs() * kept).mean() / scale
             terms.append(term)
         return torch.stack(terms).mean()
 
