@@ -31,7 +31,7 @@ lint:
 	$(PYTHON) -m ruff check .
 	shellcheck scripts/*.sh
 
-# Debian packages for `apollo make-data` (SoundFonts, recorded drums and guitars); needs root
+# Debian packages for `apollo make-data` (SoundFonts, recorded drum kits, guitars and loops); needs root
 data-deps:
 	sh scripts/install-data-deps.sh
 

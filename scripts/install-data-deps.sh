@@ -1,16 +1,21 @@
 #!/usr/bin/env sh
 # Debian/Ubuntu packages that `apollo make-data` renders with (run as root, or prefix with sudo).
 #   libfluidsynth3 / fluidsynth   FluidSynth synthesiser, driven in-process through pyfluidsynth (LGPL-2.1)
-#   fluid-soundfont-gm            FluidR3_GM.sf2, lossless General MIDI bank (MIT)
-#   timgm6mb-soundfont            TimGM6mb.sf2, small lossless GM bank (GPL-2): the validation split's bank
-#   musescore-general-soundfont-lossless  MuseScore_General_Full.sf2, lossless bank (MIT); held out for
-#                                 the evaluation split so train and eval share no instrument bank
-#   hydrogen-drumkits             real recorded acoustic drum kits (GPL/CC, per kit)
+#   fluid-soundfont-gm            FluidR3_GM.sf2, lossless General MIDI bank (MIT): training
+#   musescore-general-soundfont-lossless  MuseScore_General_Full.sf2 (MIT); shares most samples with FluidR3,
+#                                 so it is a second training bank
+#   timgm6mb-soundfont            TimGM6mb.sf2, small lossless GM bank (GPL-2): the evaluation splits' bank
+#   hydrogen-drumkits             real recorded acoustic and electronic drum kits (GPL/CC, per kit)
 #   hydrogen-drumkits-effects     real recorded acoustic-guitar strums and effects (CC-BY-3.0)
-# Optional: python packages `music21` and `pyfluidsynth` (pip install 'apollo-restore[data]').
+#   avldrums.lv2-soundfont        AVL drum kits as SoundFonts (CC-BY-SA-3.0): Red Zeppelin (training),
+#                                 Black Pearl (evaluation; the same recordings as Hydrogen's Black Pearl kit)
+#   sonic-pi-samples              Sonic Pi one-shots and loops (CC0 / MIT per debian/copyright): training only;
+#                                 the loops of the real-music evaluation set are never used
+# Optional: python packages `music21`, `pyfluidsynth`, `pedalboard`, `pyloudnorm`, `numba`
+# (pip install 'apollo-restore[data]').
 set -eu
 apt-get update
 apt-get install -y --no-install-recommends \
     fluidsynth libfluidsynth3 \
     fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-lossless \
-    hydrogen-drumkits hydrogen-drumkits-effects
+    hydrogen-drumkits hydrogen-drumkits-effects avldrums.lv2-soundfont sonic-pi-samples

@@ -7,8 +7,8 @@ import argparse
 from apollo_restore.cli.arguments import MAX_WORKERS, bounded
 
 NAME = "make-data"
-HELP = ("render multi-stem songs (music21 scores, FluidSynth, real drums and guitar) into a folder-layout "
-        "dataset; resumable")
+HELP = ("render produced multi-stem songs (music21 scores; full-band SoundFont presets, real drums, loops and "
+        "guitar, synths, formant singers; mixed and mastered) into a folder-layout dataset; resumable")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,10 +41,11 @@ def run(args: argparse.Namespace) -> int:
     config = GeneratorConfig(args.output, args.hours, args.seed, tuple(args.splits), args.max_seconds,
                              args.jobs, args.soundfont_dir)
     summary = generate(config, progress=not args.quiet)
-    minutes = summary["wall_seconds"] / 60
+    minutes, cpu_minutes = summary["wall_seconds"] / 60, summary["cpu_seconds"] / 60
     print(f"{args.output}: rendered {summary['songs']} songs, {summary['song_seconds'] / 60:.1f} min of songs, "
           f"{summary['stem_seconds'] / 60:.1f} min of stems in {minutes:.1f} min "
-          f"({summary['stem_seconds'] / 60 / max(minutes, 1e-9):.0f} min of stems per minute); "
+          f"({summary['stem_seconds'] / 60 / max(minutes, 1e-9):.0f} min of stems per minute; "
+          f"{summary['stem_seconds'] / 60 / max(cpu_minutes, 1e-9):.1f} per CPU-minute); "
           f"{summary['resumed']} songs already there, {len(summary['skipped'])} scores skipped")
     for reason in summary["skipped"][:5]:
         print(f"  skipped: {reason}")

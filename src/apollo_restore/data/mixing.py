@@ -53,6 +53,8 @@ class MixConfig:
     degrade: DegradeConfig = field(default_factory=DegradeConfig)
     activity_threshold_db: float = -40.0
     cache_dir: str | None = None
+    #: a pre-rendered pair cache (``apollo make-cache``) the trainer reads instead of mixing on the fly
+    pair_cache: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.roots, (str, Path)):

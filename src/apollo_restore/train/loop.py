@@ -163,13 +163,13 @@ class Trainer:
     """Owns one run: data, :class:`GANTrainer`, progress, and the run directory (rank 0 writes)."""
 
     def __init__(self, config: ExperimentConfig, ctx: DistributedContext) -> None:
-        from apollo_restore.data import MixtureDataset
+        from apollo_restore.data.cache import training_dataset
 
         self.config = config
         self.ctx = ctx
         self.run_dir = Path(config.train.run_dir)
         tc = config.train
-        self.train_set = MixtureDataset(config.data, split="train", epoch_size=tc.epoch_size, seed=tc.seed)
+        self.train_set = training_dataset(config.data, tc.epoch_size, tc.seed)  # a pair cache, or mixing
         self.valid_set = self._validation_set()
         per_process = tc.epoch_size // ctx.world_size
         self.steps_per_epoch = per_process // tc.batch_size

@@ -99,5 +99,25 @@ class FluidRenderer:
         self._lib.fluid_synth_all_sounds_off(self.synth.synth, 0)
         return out[:, :length]
 
+    def render_kit(self, notes: np.ndarray, seconds: float) -> np.ndarray:
+        """Play ``notes`` ``[n, 4]`` (GM drum-map keys) on a drum-kit SoundFont whose kit is its first preset
+        (bank 0, program 0; the AVL kits) -> float32 ``[2, samples]``; notes ring to the end."""
+        length = round(seconds * self.sample_rate)
+        out = np.zeros((2, length), np.float32)
+        self.synth.system_reset()
+        self._lib.fluid_synth_set_interp_method(self.synth.synth, -1, INTERP_7TH)
+        if self.synth.program_select(0, self.sfid, 0, 0) != 0:
+            raise ApolloError("drum-kit SoundFont has no preset at bank 0, program 0")
+        now = 0
+        for onset, _, pitch, velocity in notes[np.argsort(notes[:, 0])]:
+            at = min(round(onset * self.sample_rate), length)
+            if at > now:
+                self._write(at - now, out, now)
+                now = at
+            self.synth.noteon(0, int(pitch), int(np.clip(velocity, 1, 127)))
+        self._write(length - now, out, now)
+        self._lib.fluid_synth_all_sounds_off(self.synth.synth, 0)
+        return out
+
     def close(self) -> None:
         self.synth.delete()

@@ -1,14 +1,16 @@
 """`apollo make-data`: render ``--hours`` of multi-stem songs into the folder layout, resumably.
 
 Output: ``OUT/<split>/<song id>/<NN>_<family>_<instrument>.flac`` (16-bit, 44.1 kHz stereo; the stems sum
-to the song) and ``meta.json`` (written last: a song folder with it is finished and skipped on resume).
-Splits share no score (hash of the corpus path), no SoundFont and no drum kit; the one recorded guitar is
-used in training songs only.
+to the mastered song) and ``meta.json`` (written last: a song folder with it is finished and skipped on
+resume), which records every arrangement and production parameter. Splits share no score (hash of the
+corpus path), no SoundFont, no drum kit and no synth patch family; the recorded guitar and the Sonic Pi
+loops are used in training songs only.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
 import tempfile
@@ -21,20 +23,27 @@ import numpy as np
 
 from apollo_restore.audio import write_audio
 from apollo_restore.data.activity import ActivityConfig, build_index
-from apollo_restore.data.generator.samples import SAMPLE_RATE, available_kits, load_kit
+from apollo_restore.data.generator.presets import PresetBand, preset_table
+from apollo_restore.data.generator.samples import SAMPLE_RATE, available_kits, load_kit, sample_license
 from apollo_restore.data.generator.scores import GENRES, SCORE_LICENSE, catalogue, load_score
-from apollo_restore.data.generator.song import INSTRUMENTS, SongPlan, plan_song, render_song
+from apollo_restore.data.generator.song import INSTRUMENTS, SongPlan, StemPlan, plan_song, render_song
 from apollo_restore.errors import ApolloError
 
-SPLIT_BANKS = {"train": "FluidR3_GM.sf2", "valid": "TimGM6mb.sf2", "test": "MuseScore_General_Full.sf2"}
+#: SoundFonts per split. MuseScore_General shares most samples with FluidR3 (equal bandwidths for most
+#: presets), so both are training banks; the evaluation splits use TimGM6mb, which shares none.
+SPLIT_BANKS = {"train": ("FluidR3_GM.sf2", "MuseScore_General_Full.sf2"), "valid": ("TimGM6mb.sf2",),
+               "test": ("TimGM6mb.sf2",)}
 BANK_LICENSES = {"FluidR3_GM.sf2": "MIT (Debian fluid-soundfont-gm)",
                  "TimGM6mb.sf2": "GPL-2 (Debian timgm6mb-soundfont)",
                  "MuseScore_General_Full.sf2": "MIT (Debian musescore-general-soundfont-lossless)"}
 STRUM_LICENSE = "CC-BY-3.0, belofilms (Debian hydrogen-drumkits-effects)"
+GENERATED_LICENSE = "synthesised by apollo-restore (MIT)"
 SPLIT_SHARES = {"train": 0.8, "valid": 0.1, "test": 0.1}
 SPLIT_SEEDS = {"train": 0, "valid": 1, "test": 2}
 #: 16-bit FLAC like MUSDB18-HQ's 16-bit WAV: half the size and encode time of 24-bit
 STEM_SUBTYPE = "PCM_16"
+#: measured preset bandwidths depend on the SoundFont file only: one cache for every dataset
+PRESET_CACHE = Path.home() / ".cache" / "apollo-restore" / "presets"
 #: consecutive failed songs after which rendering stops (something is broken, not one odd score)
 MAX_FAILURES = 8
 
@@ -56,11 +65,12 @@ class GeneratorConfig:
         total = sum(SPLIT_SHARES[s] for s in self.splits)
         return {s: self.hours * 3600.0 * SPLIT_SHARES[s] / total for s in self.splits}
 
-    def soundfont(self, split: str) -> Path:
-        path = Path(self.soundfont_dir) / SPLIT_BANKS[split]
-        if not path.is_file():
-            raise ApolloError(f"{path}: SoundFont for split {split!r} missing (run scripts/install-data-deps.sh)")
-        return path
+    def soundfonts(self, split: str) -> list[Path]:
+        paths = [Path(self.soundfont_dir) / name for name in SPLIT_BANKS[split]]
+        for path in paths:
+            if not path.is_file():
+                raise ApolloError(f"{path}: SoundFont for split {split!r} missing (run scripts/install-data-deps.sh)")
+        return paths
 
 
 def song_schedule(split: str, seed: int, count: int) -> list[tuple[str, str]]:
@@ -95,39 +105,69 @@ def _renderer(soundfont: Path):
     return _RENDERERS[str(soundfont)]
 
 
-def _meta(plan: SongPlan, bank: Path, files: dict[str, str]) -> dict:
+def _presets(soundfont: Path) -> dict[int, PresetBand]:
+    return preset_table(_renderer(soundfont), soundfont, PRESET_CACHE)
+
+
+def _stem_source(plan: SongPlan, stem: StemPlan, bank: Path) -> tuple[str, str]:
+    """(instrument, licence) of a stem."""
+    if stem.hits:
+        kit = load_kit(plan.kit)
+        return plan.kit, kit.license if "Debian" in kit.license else f"{kit.license} (Debian hydrogen-drumkits)"
+    if stem.strums:
+        return "acoustic guitar strums", STRUM_LICENSE
+    if stem.loop:
+        return Path(stem.loop).stem, sample_license(Path(stem.loop))
+    if stem.singer is not None:
+        return f"formant singer ({stem.singer.voice})", GENERATED_LICENSE
+    if stem.patch is not None:
+        return f"synth {stem.patch.family}", GENERATED_LICENSE
+    if stem.riser_bars:
+        return "noise riser", GENERATED_LICENSE
+    name = next(n for n, (program, _, _) in INSTRUMENTS.items() if program == stem.program)
+    return name, BANK_LICENSES.get(bank.name, "see the SoundFont")
+
+
+def _meta(plan: SongPlan, bank: Path, presets: dict[int, PresetBand], files: dict[str, str],
+          loudness: float) -> dict:
     stems = []
     for stem in plan.stems:
         if stem.name not in files:
             continue
-        if stem.family == "drums":
-            license_ = f"{load_kit(plan.kit).license} (Debian hydrogen-drumkits)"
-            instrument = plan.kit
-        elif stem.strums:
-            license_, instrument = STRUM_LICENSE, "acoustic guitar strums"
-        else:
-            license_ = BANK_LICENSES.get(bank.name, "see the SoundFont")
-            instrument = next(n for n, (p, _) in INSTRUMENTS.items() if p == stem.program)
-        stems.append({"file": files[stem.name], "family": stem.family, "instrument": instrument,
-                      "program": stem.program, "source": stem.source, "license": license_,
-                      "gain_db": round(stem.gain_db, 2), "pan": round(stem.pan, 3),
-                      "reverb_send": round(stem.send, 3)})
+        instrument, license_ = _stem_source(plan, stem, bank)
+        entry = {"file": files[stem.name], "family": stem.family, "instrument": instrument, "source": stem.source,
+                 "license": license_, "gain_db": round(stem.gain_db, 2), "pan": round(stem.pan, 3),
+                 "fx": stem.fx.to_dict()}
+        if stem.program is not None:
+            band = presets[stem.program]
+            entry.update({"program": stem.program, "preset_edge_hz": band.edge_hz,
+                          "preset_above16k_db": band.above16k_db, "band_limited": stem.band_limited})
+        if stem.patch is not None:
+            entry["synth"] = stem.patch.to_dict()
+        if stem.singer is not None:
+            entry["singer"] = stem.singer.to_dict()
+        if stem.loop:
+            entry["loop_rate"] = round(stem.loop_rate, 4)
+        stems.append(entry)
     return {"song_id": plan.song_id, "split": plan.split, "seconds": plan.seconds, "seed": plan.seed,
-            "score": {"source": plan.score.source, "genre": plan.score.genre, "license": SCORE_LICENSE},
-            "tempo_qpm": round(plan.qpm, 2), "transpose": plan.transpose,
+            "style": plan.style, "score": {"source": plan.score.source, "genre": plan.score.genre,
+                                           "license": SCORE_LICENSE},
+            "tempo_qpm": round(plan.qpm, 2), "transpose": plan.transpose, "kit": plan.kit,
             "soundfont": {"file": bank.name, "license": BANK_LICENSES.get(bank.name, "")},
-            "reverb": {"rt60": round(plan.rt60, 3), "predelay": round(plan.predelay, 4)},
-            "peak_dbfs": round(plan.peak_db, 2), "stems": stems}
+            "master": {**plan.bus.to_dict(), "loudness_lufs": round(loudness, 2)}, "stems": stems}
 
 
 def render_job(config: GeneratorConfig, split: str, k: int, genre: str, source: str) -> tuple[str, float, float]:
     """Render song ``k`` of ``split`` into its folder; returns (song id, song seconds, stem seconds)."""
     out_dir = Path(config.out_dir)
     score = load_score(source, genre, out_dir / ".cache" / "scores")
-    plan = plan_song(score, song_id(k, genre, source), split, int(np.random.SeedSequence(
-        [config.seed, SPLIT_SEEDS[split], k]).generate_state(1)[0]), config.max_seconds, available_kits(split))
-    bank = config.soundfont(split)
-    stems = render_song(plan, _renderer(bank))
+    seed = int(np.random.SeedSequence([config.seed, SPLIT_SEEDS[split], k]).generate_state(1)[0])
+    banks = config.soundfonts(split)
+    bank = banks[seed % len(banks)]
+    presets = _presets(bank)
+    plan = plan_song(score, song_id(k, genre, source), split, seed, config.max_seconds, available_kits(split),
+                     presets)
+    stems, loudness = render_song(plan, _renderer(bank))
     folder = out_dir / split / plan.song_id
     files = {}
     for name, audio in stems.items():
@@ -135,7 +175,7 @@ def render_job(config: GeneratorConfig, split: str, k: int, genre: str, source: 
         write_audio(folder / files[name], audio, SAMPLE_RATE, STEM_SUBTYPE)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".meta.")
     with os.fdopen(fd, "w") as handle:
-        json.dump(_meta(plan, bank, files), handle, indent=1)
+        json.dump(_meta(plan, bank, presets, files, loudness), handle, indent=1)
     os.replace(tmp, folder / "meta.json")
     return plan.song_id, plan.seconds, plan.seconds * len(stems)
 
@@ -144,6 +184,14 @@ def _finished(folder: Path) -> float | None:
     """Seconds of a finished song folder, or None."""
     meta = folder / "meta.json"
     return float(json.loads(meta.read_text())["seconds"]) if meta.is_file() else None
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the render workers)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def generate(config: GeneratorConfig, progress: bool = True) -> dict:
@@ -158,13 +206,17 @@ def generate(config: GeneratorConfig, progress: bool = True) -> dict:
     for split in config.splits:
         if split not in SPLIT_BANKS:
             raise ApolloError(f"unknown split {split!r}")
-        config.soundfont(split)
+        config.soundfonts(split)
     out_dir = Path(config.out_dir)
     summary = {"songs": 0, "song_seconds": 0.0, "stem_seconds": 0.0, "skipped": [], "resumed": 0}
-    started = time.time()
+    started, cpu_started = time.time(), _cpu_seconds()
     targets = config.targets()
     bar = tqdm(total=round(sum(targets.values())), unit="s", desc="make-data", disable=not progress)
-    with ProcessPoolExecutor(max_workers=max(1, config.jobs)) as pool:
+    # spawned, not forked: libfluidsynth runs an OpenMP pool, which a forked child inherits dead (deadlock)
+    with ProcessPoolExecutor(max_workers=max(1, config.jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+        banks = sorted({bank for split in config.splits for bank in config.soundfonts(split)})
+        for future in [pool.submit(_presets, bank) for bank in banks]:  # measured once; the workers read the cache
+            future.result()
         for split, target in sorted(targets.items(), key=lambda item: item[1]):  # small splits first
             schedule = song_schedule(split, config.seed, 100000)
             done, k, pending, failures = 0.0, 0, set[Future](), 0
@@ -201,6 +253,7 @@ def generate(config: GeneratorConfig, progress: bool = True) -> dict:
                     bar.update(round(seconds))
     bar.close()
     summary["wall_seconds"] = time.time() - started
+    summary["cpu_seconds"] = _cpu_seconds() - cpu_started
     for split in config.splits:  # the activity index for the default 3 s clips, so training starts at once
         build_index("folder", out_dir, split, ActivityConfig(), progress=progress)
     return summary
