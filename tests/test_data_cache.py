@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader
 from apollo_restore.cli import main
 from apollo_restore.data import DegradeConfig, MixConfig, MixtureDataset
 from apollo_restore.data.cache import CACHE_EPOCH, PairCacheDataset, build_cache, training_dataset
-from apollo_restore.data.synth import write_synthetic_dataset
 from apollo_restore.errors import ApolloError
+from synthetic_data import write_synthetic_dataset
 
 BITRATES = (24, 32, 48, 64, 96, 128)
 
