@@ -63,6 +63,8 @@ class Progress:
     best_score: float | None = None  # best validation selection score so far (``validation.select``)
     best_step: int | None = None
     bad_epochs: int = 0  # validations since the best one (early stopping at ``patience``)
+    train_hours: float = 0.0  # wall-clock hours spent in training steps, over all sessions (rank 0)
+    cpu_hours: float = 0.0  # CPU hours of the training process (all its threads) in those steps (rank 0)
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Progress:
@@ -289,14 +291,18 @@ class Trainer:
             return f"early stopping: no better validation {self.config.validation.select} for {tc.patience} validations"
         return None
 
-    def _log_train(self, sums: dict[str, float], count: int, seconds: float) -> dict[str, float]:
-        """Average the interval's metrics over steps and processes; rank 0 writes them."""
+    def _log_train(self, sums: dict[str, float], count: int, seconds: float, cpu_seconds: float
+                   ) -> dict[str, float]:
+        """Average the interval's metrics over steps and processes; rank 0 writes them (with the run's hours)."""
         keys = sorted(sums)
         values = torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64, device=self.ctx.device)
         totals = all_reduce_sum(values).cpu()
         record = {k: float(v) / float(totals[-1]) for k, v in zip(keys, totals[:-1], strict=True)}
         record.update(self.gan.learning_rates)
         record["steps_per_sec"] = count / max(seconds, 1e-9)
+        self.progress.train_hours += seconds / 3600
+        self.progress.cpu_hours += cpu_seconds / 3600
+        record.update(train_hours=self.progress.train_hours, cpu_hours=self.progress.cpu_hours)
         if self.log is not None:
             self.log.write({"step": self.progress.step, "epoch": self.progress.epoch, **record})
         return record
@@ -343,7 +349,8 @@ class Trainer:
             p.bad_epochs += 1
         if self.log is not None:
             record = {f"val_{k}": v for k, v in restored.items()} | {f"val_{k}_input": v for k, v in degraded.items()}
-            self.log.write({"step": p.step, "epoch": p.epoch, **record, "val_score": score, "val_eligible": allowed})
+            self.log.write({"step": p.step, "epoch": p.epoch, **record, "val_score": score, "val_eligible": allowed,
+                            "train_hours": p.train_hours, "cpu_hours": p.cpu_hours})
             shown = ", ".join(f"{k} {restored[k]:.3f} (input {degraded[k]:.3f})" for k in restored)
             best = "none yet" if p.best_score is None else f"{p.best_score:.3f} at step {p.best_step}"
             print(f"epoch {p.epoch} step {p.step}: validation {shown}; {vc.select} score {score:.3f}"
@@ -373,7 +380,7 @@ class Trainer:
             disable=not (self.ctx.is_main and tc.progress), dynamic_ncols=True, unit="step",
         )
         sums: dict[str, float] = defaultdict(float)
-        count, started = 0, time.perf_counter()
+        count, started, cpu_started = 0, time.perf_counter(), time.process_time()
         interrupted = False
         for batch in loader:
             degraded = batch["degraded"].to(self.ctx.device, non_blocking=True)
@@ -386,9 +393,10 @@ class Trainer:
             count += 1
             bar.update(1)
             if p.step % tc.log_every_steps == 0:
-                record = self._log_train(sums, count, time.perf_counter() - started)
+                record = self._log_train(sums, count, time.perf_counter() - started,
+                                         time.process_time() - cpu_started)
                 bar.set_postfix({k: f"{record[k]:.3g}" for k in ("g_rec", "g_adv", "d_loss") if k in record})
-                sums, count, started = defaultdict(float), 0, time.perf_counter()
+                sums, count, started, cpu_started = defaultdict(float), 0, time.perf_counter(), time.process_time()
             interrupted = any_process(stop.requested, self.ctx.device)
             stop.requested = interrupted
             at_limit = tc.max_steps is not None and p.step >= tc.max_steps
