@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from apollo_restore.errors import ApolloError
-from apollo_restore.evaluate.spectra import bin_frequencies, power_spectrogram
+from apollo_restore.evaluate.metrics import HOP, N_FFT
 from apollo_restore.evaluate.spectrogram import plot_spectrograms
+from apollo_restore.stft import bin_frequencies, power_spectrogram
 
 SR = 44100
 
@@ -15,10 +16,10 @@ SR = 44100
 def test_power_spectrogram_full_scale_sine_peaks_at_0_dbfs():
     t = np.arange(SR) / SR
     freq = 46 * SR / 2048  # centred on bin 46: no scalloping loss
-    power = power_spectrogram(np.sin(2 * np.pi * freq * t))
+    power = power_spectrogram(np.sin(2 * np.pi * freq * t), N_FFT, HOP)
     assert power.shape == (1 + SR // 512, 1025)
     peak_bin = int(np.argmax(power[40]))
-    assert peak_bin == 46 and bin_frequencies(SR)[peak_bin] == pytest.approx(freq)
+    assert peak_bin == 46 and bin_frequencies(SR, N_FFT)[peak_bin] == pytest.approx(freq)
     assert 10 * np.log10(power[40, peak_bin]) == pytest.approx(0.0, abs=1e-6)
 
 

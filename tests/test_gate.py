@@ -52,7 +52,7 @@ def test_pass_band_passes_bit_for_bit_and_the_band_above_is_written():
     audio = low_passed_noise(3000)
     gate = Gate(GateConfig(), model.config)
     with torch.no_grad():
-        spec_in = model.stft(audio)
+        spec_in = model.framing.stft(audio)
         spec_out = gate(spec_in, model.spectral_forward(spec_in)[0], gate.estimate(spec_in))
     top = int(gate.estimate(spec_in)[0])
     assert 2800 <= top * 50 <= 3400  # the window leaks a few bins past the brick wall
@@ -116,7 +116,7 @@ def test_tells_an_encoders_low_pass_from_a_source_that_rolls_off(bitrate, writes
     coded = torch.from_numpy(degrade(source, SR, "mp3", bitrate))
     model = tiny_model()
     with torch.no_grad():
-        spec = model.stft(coded)
+        spec = model.framing.stft(coded)
     cutoff, weight = Gate(GateConfig(), model.config).estimate(spec, channels=2)
     assert (weight == 1.0).all() if writes else (weight == 0.0).all()
     assert cut_khz[0] <= int(cutoff[0]) * 0.05 <= cut_khz[1]  # 50 Hz bins
@@ -169,7 +169,7 @@ def test_fill_holes_writes_the_bands_a_codec_dropped_and_keeps_what_it_kept():
     audio = low_passed_noise(8000, seed=4)
     gate = Gate(GateConfig(fill_holes=True), model.config)
     with torch.no_grad():
-        spec_in = model.stft(audio)
+        spec_in = model.framing.stft(audio)
         spec_in[:, ::2, 80:100] = 0  # 4-5 kHz gone in every other frame
         spec_out = gate(spec_in, model.spectral_forward(spec_in)[0], gate.estimate(spec_in))
     hole = torch.zeros_like(spec_in.real, dtype=torch.bool)

@@ -75,13 +75,14 @@ def test_lsd_above_the_cutoff_isolates_the_missing_band():
     """With the band below 5 kHz intact, each frame's full-band LSD is sqrt(fraction of bins >= 5 kHz) times
     its LSD above 5 kHz."""
     from apollo_restore.degrade import lowpass
-    from apollo_restore.evaluate.spectra import bin_frequencies
+    from apollo_restore.evaluate.metrics import N_FFT
+    from apollo_restore.stft import bin_frequencies
 
     x = _noise((1, SR))
     low = lowpass(x, SR, 5000.0)
     high_band = metrics.lsd(x, low, SR, min_hz=5000.0)
     assert high_band > 4.0  # ~-45 dBFS noise bins against the -100 dBFS floor
-    fraction = np.mean(bin_frequencies(SR) >= 5000.0)
+    fraction = np.mean(bin_frequencies(SR, N_FFT) >= 5000.0)
     assert metrics.lsd(x, low, SR) / high_band == pytest.approx(np.sqrt(fraction), abs=2e-3)
 
 

@@ -119,7 +119,7 @@ def test_residual_correction_follows_the_frame_level():
         correction = [(model(audio * gain) / gain - audio).square().mean().sqrt() for gain in (1.0, 1e-3)]
         assert correction[0] > 1e-2  # the head does change the signal
         assert 0.1 < correction[0] / correction[1] < 10
-        spec = model.stft(audio[0])
+        spec = model.framing.stft(audio[0])
         spec[:, 20:30] = 0
         out, _ = model.spectral_forward(spec)
     assert out[:, 20:30].abs().max() == 0 and out[:, 40:].abs().max() > 0
@@ -133,7 +133,7 @@ def test_inference_chunks_equal_one_pass_over_all_frames(causal):
 
     assert spans(103, 102) == [(0, 52), (52, 103)] and spans(5, 10) == [(0, 5)]
     model = tiny_model(causal=causal)
-    spec = model.stft(torch.randn(3, 40 * model.config.hop) * 0.3)
+    spec = model.framing.stft(torch.randn(3, 40 * model.config.hop) * 0.3)
     with torch.enable_grad():
         whole, _ = model.spectral_forward(spec)
     for module in model.modules():

@@ -94,7 +94,7 @@ def test_gated_model_streams_with_a_running_cut_off_estimate():
     spectrum = np.fft.rfft(audio, axis=1)
     spectrum[:, np.fft.rfftfreq(audio.shape[1], 1 / 44100) > 8000] = 0
     audio = np.fft.irfft(spectrum, n=audio.shape[1], axis=1).astype(np.float32)
-    spec = model.stft(torch.from_numpy(audio))
+    spec = model.framing.stft(torch.from_numpy(audio))
     whole, weight = (t[0] for t in gate.estimate(spec, channels=2))
     running, running_weight = (t[0] for t in gate.tracker().running(spec))
     assert abs(int(whole) - 8000 // 50) <= 8 and weight == 1  # a clear cliff at 8 kHz

@@ -98,7 +98,6 @@ class OnnxApollo(Apollo):
         nn.Module.__init__(self)
         _, ort = _onnx()
         self.config = onnx_config(path)
-        self.register_buffer("window", torch.hann_window(self.config.n_fft), persistent=False)
         self.gradient_checkpointing = False
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()

@@ -151,13 +151,13 @@ class Restorer:
              ) -> tuple[torch.Tensor, torch.Tensor]:
         """The input's codec cut over the whole signal (with a gate): a first pass over the same STFT frames
         the blocks will see, each frame counted once, so blocks give what one full pass would."""
-        c = self.config
+        framing = self.config.framing
         tracker = self.gate.tracker(self.device)
         for i, block in enumerate(blocks):
             x = torch.from_numpy(np.ascontiguousarray(read(block.start, block.stop) * gain)).to(self.device)
             n = x.shape[1]
-            spec = self.model.stft(torch.nn.functional.pad(x, (0, self.model.padded_length(n) - n)))
-            centres = block.start + c.hop * torch.arange(spec.shape[1], device=self.device)
+            spec = framing.stft(torch.nn.functional.pad(x, (0, framing.padded_length(n) - n)))
+            centres = framing.frame_centres(spec.shape[1], block.start, self.device)
             mine = (centres >= block.keep_start) & ((centres < block.keep_stop) | (i == len(blocks) - 1))
             tracker.update(spec[:, mine])
         return tracker.cut()

@@ -39,6 +39,7 @@ from apollo_restore.errors import ApolloError
 from apollo_restore.gate import Gate
 from apollo_restore.inference import pick_device
 from apollo_restore.model import Apollo
+from apollo_restore.stft import OverlapAdd
 
 #: keys of ``StreamingRestorer.state_dict`` besides the conv histories (``conv.<layer>.<block>``)
 _STATE_KEYS = ("inbuf", "ola", "envelope", "counters")
@@ -63,10 +64,7 @@ class StreamingRestorer:
         self.config = model.config
         self.gain = float(gain)
         self.gate = gate
-        self.n_fft = self.config.n_fft
-        self.hop = self.config.hop
-        self.pad = self.n_fft // 2
-        self.window = model.window.to(self.device)
+        self.framing = self.config.framing
         # torch.compile specialises on shapes: compile the steady one-frame call only, run the rest eagerly
         self._one_frame = torch.compile(model.spectral_forward, dynamic=False) if compile else model.spectral_forward
         self.reset()
@@ -78,7 +76,7 @@ class StreamingRestorer:
     @property
     def latency_samples(self) -> int:
         """Algorithmic latency: the longest wait from an input sample's arrival to its output (``n_fft - 1``)."""
-        return self.n_fft - 1
+        return self.framing.n_fft - 1
 
     @property
     def latency_ms(self) -> float:
@@ -86,26 +84,24 @@ class StreamingRestorer:
 
     @property
     def frames_done(self) -> int:
-        """STFT frames (``hop`` samples each) computed since the stream started."""
+        """STFT frames (one hop of samples each) computed since the stream started."""
         return self._next_frame
 
     def reset(self) -> None:
         """Forget the stream: the next chunk starts a new one (and may have another channel count)."""
         self.channels: int | None = None
         self._conv: list[list[Tensor]] | None = None
-        self._inbuf = torch.zeros(0, 0, device=self.device)  # input from sample _next_frame * hop - pad on
-        self._ola = torch.zeros(0, 0, device=self.device)  # overlap-add sums from sample _emitted on
-        self._envelope = torch.zeros(0, device=self.device)  # summed squared window, same positions
+        self._inbuf = torch.zeros(0, 0, device=self.device)  # input from framing.frame_start(_next_frame) on
+        self._out: OverlapAdd | None = None  # restored frames not yet final
         self._next_frame = 0
         self._received = 0
         self._peak = 0.0  # of the input so far, for the error message if the output stops being finite
-        self._emitted = 0
         self._pass_band = None if self.gate is None else self.gate.tracker(self.device)
 
     def _start(self, channels: int) -> None:
         self.channels = channels
-        self._inbuf = torch.zeros(channels, self.pad, device=self.device)  # the zeros before the first sample
-        self._ola = torch.zeros(channels, 0, device=self.device)
+        self._inbuf = torch.zeros(channels, self.framing.pad, device=self.device)  # the zeros before sample 0
+        self._out = OverlapAdd(self.framing, channels, self.device)
 
     def _check(self, chunk: np.ndarray | Tensor) -> Tensor:
         if isinstance(chunk, np.ndarray) and not chunk.flags.writeable:  # e.g. np.frombuffer over raw bytes
@@ -131,10 +127,11 @@ class StreamingRestorer:
         self._received += x.shape[1]
         if x.numel():
             self._peak = max(self._peak, float(x.abs().max()))
-        if self._inbuf.shape[1] >= self.n_fft:  # every frame whose last input sample has arrived
-            self._run_frames((self._inbuf.shape[1] - self.n_fft) // self.hop + 1)
+        f = self.framing
+        if self._inbuf.shape[1] >= f.n_fft:  # every frame whose last input sample has arrived
+            self._run_frames((self._inbuf.shape[1] - f.n_fft) // f.hop + 1)
         # samples before the next frame's first sample get no more overlap-add terms
-        return self._emit(self._next_frame * self.hop - self.pad)
+        return self._emit(f.frame_start(self._next_frame))
 
     @torch.inference_mode()
     def flush(self) -> np.ndarray:
@@ -142,10 +139,10 @@ class StreamingRestorer:
         if self.channels is None:
             return np.zeros((0, 0), np.float32)
         # the frames of the offline pass: zeros appended up to the model's padded length, pad zeros after that
-        length = self.model.padded_length(self._received)
-        frames = 1 + (length + 2 * self.pad - self.n_fft) // self.hop
-        needed = (frames - 1) * self.hop - self.pad + self.n_fft  # input positions the last frame reads
-        have = self._next_frame * self.hop - self.pad + self._inbuf.shape[1]
+        f = self.framing
+        frames = f.num_frames(f.padded_length(self._received))
+        needed = f.frame_start(frames - 1) + f.n_fft  # input positions the last frame reads
+        have = f.frame_start(self._next_frame) + self._inbuf.shape[1]
         self._inbuf = F.pad(self._inbuf, (0, max(0, needed - have)))
         if frames > self._next_frame:
             self._run_frames(frames - self._next_frame)
@@ -154,50 +151,34 @@ class StreamingRestorer:
         return tail
 
     def _emit(self, final: int) -> np.ndarray:
-        """Return output samples ``[_emitted, final)`` ``[channels, m]`` and drop them from the buffers."""
-        ready = final - self._emitted
-        if ready <= 0:
-            return np.zeros((self.channels, 0), np.float32)
-        out = self._ola[:, :ready] / self._envelope[:ready] / self.gain
+        """Return the output samples before ``final`` not yet returned, ``[channels, m]``."""
+        at = self._out.emitted / self.sample_rate
+        out = self._out.take(final) / self.gain
         if not torch.isfinite(out).all():  # never hand out NaN/inf: the stream cannot go on
-            at, peak = self._emitted / self.sample_rate, self._peak
+            peak = self._peak
             self.reset()
             raise ApolloError(f"restored stream is not finite (NaN or infinity) after {at:.2f} s; input peak so far "
                               f"{peak:.3g} (full scale is 1.0: scale the input, e.g. --gain-db)")
-        self._ola, self._envelope = self._ola[:, ready:], self._envelope[ready:]
-        self._emitted += ready
         return out.cpu().numpy()
 
     def _run_frames(self, count: int) -> None:
-        """Restore ``count`` frames from the input buffer and overlap-add them into the output buffers."""
-        frames = self._inbuf[:, : (count - 1) * self.hop + self.n_fft].unfold(1, self.n_fft, self.hop)
-        spec = torch.fft.rfft(frames * self.window, dim=-1)  # [channels, count, bins]
+        """Restore the next ``count`` frames of the input buffer and overlap-add them into the output."""
+        spec = self.framing.analyse(self._inbuf, count)  # [channels, count, bins]
         step = self._one_frame if count == 1 and self._conv is not None else self.model.spectral_forward
         restored, self._conv = step(spec, self._conv)
         if self.gate is not None:
             restored = self.gate(spec, restored, self._pass_band.running(spec))  # causal: the frames so far
-        signal = torch.fft.irfft(restored, n=self.n_fft, dim=-1) * self.window  # [channels, count, n_fft]
-        span = (count - 1) * self.hop + self.n_fft
-        added = F.fold(signal.transpose(1, 2), (1, span), (1, self.n_fft), stride=(1, self.hop))[:, 0, 0]
-        weight = self.window.square().expand(1, count, -1).transpose(1, 2)
-        envelope = F.fold(weight, (1, span), (1, self.n_fft), stride=(1, self.hop))[0, 0, 0]
-        # the first frame starts at sample _next_frame * hop - pad; the buffers start at sample _emitted
-        offset = self._next_frame * self.hop - self.pad - self._emitted
-        if offset < 0:  # the first frame reaches pad samples before the signal: the offline pass drops them
-            added, envelope, offset = added[:, -offset:], envelope[-offset:], 0
-        size = offset + added.shape[-1]
-        self._ola = _add_at(_grow(self._ola, size), added, offset)
-        self._envelope = _add_at(_grow(self._envelope, size), envelope, offset)
+        self._out.add(restored, self._next_frame)
         self._next_frame += count
-        self._inbuf = self._inbuf[:, count * self.hop :]
+        self._inbuf = self._inbuf[:, count * self.framing.hop :]
 
     def state_dict(self) -> dict[str, Tensor]:
         """The stream's state as CPU tensors (conv histories ``conv.<layer>.<block>``, buffers, counters)."""
         if self.channels is None:
             return {}
-        counters = [self.channels, self._next_frame, self._received, self._emitted]
+        counters = [self.channels, self._next_frame, self._received, self._out.emitted]
         state = {
-            "inbuf": self._inbuf, "ola": self._ola, "envelope": self._envelope,
+            "inbuf": self._inbuf, "ola": self._out.sums, "envelope": self._out.envelope,
             "counters": torch.tensor(counters, dtype=torch.int64),
         }
         for i, layer in enumerate(self._conv or []):
@@ -215,9 +196,10 @@ class StreamingRestorer:
         missing = [k for k in _STATE_KEYS if k not in state]
         if missing:
             raise ApolloError(f"stream state lacks {missing}")
-        channels, self._next_frame, self._received, self._emitted = (int(v) for v in state["counters"])
+        channels, self._next_frame, self._received, emitted = (int(v) for v in state["counters"])
         self._start(channels)
-        self._inbuf, self._ola, self._envelope = (_owned(state[k], self.device) for k in _STATE_KEYS[:3])
+        self._inbuf, self._out.sums, self._out.envelope = (_owned(state[k], self.device) for k in _STATE_KEYS[:3])
+        self._out.emitted = emitted
         c = self.config
         conv_keys = [[f"conv.{i}.{j}" for j in range(c.tcn_blocks)] for i in range(c.num_layers)]
         present = {k for k in state if k.startswith("conv.")}
@@ -237,9 +219,9 @@ class StreamingRestorer:
         history = (self.channels, c.conv_kernel - 1, c.num_bands, c.feature_dim)
         conv_ok = self._conv is None or all(tuple(h.shape) == history for layer in self._conv for h in layer)
         buffers_ok = (
-            self._inbuf.shape[0] == self._ola.shape[0] == self.channels
-            and self._ola.shape[1] == self._envelope.shape[0]
-            and self._inbuf.shape[1] == self.pad + self._received - self._next_frame * self.hop
+            self._inbuf.shape[0] == self._out.sums.shape[0] == self.channels
+            and self._out.sums.shape[1] == self._out.envelope.shape[0]
+            and self._inbuf.shape[1] == self._received - self.framing.frame_start(self._next_frame)
         )
         if not (conv_ok and buffers_ok):
             self._mismatch()
@@ -252,13 +234,3 @@ class StreamingRestorer:
 def _owned(tensor: Tensor, device: torch.device) -> Tensor:
     """A float32 copy on ``device`` that the stream may modify without touching the caller's tensor."""
     return tensor.to(device, torch.float32, copy=True)
-
-
-def _grow(buffer: Tensor, size: int) -> Tensor:
-    """Zero-extend ``buffer [..., n]`` to at least ``size`` along the last axis."""
-    return F.pad(buffer, (0, max(0, size - buffer.shape[-1])))
-
-
-def _add_at(buffer: Tensor, values: Tensor, offset: int) -> Tensor:
-    buffer[..., offset : offset + values.shape[-1]] += values
-    return buffer

@@ -184,7 +184,7 @@ def _warm_up(engine: StreamingRestorer, channels: int) -> None:
     """Frames of silence, one per call like a 10 ms stream, so that one-time set-up costs (and compilation)
     do not count as stream compute; then reset."""
     for _ in range(4):
-        engine.process(np.zeros((channels, engine.hop), np.float32))
+        engine.process(np.zeros((channels, engine.framing.hop), np.float32))
     engine.reset()
 
 

@@ -14,8 +14,12 @@ import numpy as np
 
 from apollo_restore.audio import as_channels_first, resample
 from apollo_restore.errors import ApolloError
-from apollo_restore.evaluate.spectra import bin_frequencies, power_spectrogram
+from apollo_restore.stft import bin_frequencies, power_spectrogram
 
+#: short-time analysis of LSD, the cut-off estimate and the plots: 2048-point Hann window, hop 512 (46 ms / 11.6 ms
+#: at 44.1 kHz), zero-padded centred frames (`apollo_restore.stft`)
+N_FFT = 2048
+HOP = 512
 #: BSS-eval distortion filter length in taps (the reference's value)
 SDR_FILTER_LENGTH = 512
 #: SDR / SI-SNR are clamped to [-CLAMP_DB, CLAMP_DB] (identical signals would be +inf)
@@ -105,11 +109,11 @@ def visqol(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> flo
 
 def _log_power(audio: np.ndarray) -> np.ndarray:
     """log10 of the floored STFT power: ``[channels, samples]`` -> ``[channels, frames, bins]``."""
-    return np.log10(np.maximum(power_spectrogram(audio), LSD_FLOOR))
+    return np.log10(np.maximum(power_spectrogram(audio, N_FFT, HOP), LSD_FLOOR))
 
 
 def _lsd(log_ref: np.ndarray, log_est: np.ndarray, sample_rate: int, min_hz: float) -> float:
-    band = bin_frequencies(sample_rate) >= min_hz
+    band = bin_frequencies(sample_rate, N_FFT) >= min_hz
     if not band.any():
         raise ApolloError(f"LSD: no frequency at or above {min_hz:.0f} Hz at {sample_rate} Hz")
     per_frame = np.sqrt(np.mean((log_ref[..., band] - log_est[..., band]) ** 2, axis=-1))  # [channels, frames]
@@ -170,8 +174,8 @@ def codec_cutoff_hz(reference: np.ndarray, degraded: np.ndarray, sample_rate: in
     or ``sample_rate / 2`` when no bin was removed. Robust to references that hold only hiss up high.
     """
     ref, deg = _pair(reference, degraded)
-    level_ref = _smooth_db(power_spectrogram(ref).mean(axis=(0, 1)))
-    level_deg = _smooth_db(power_spectrogram(deg).mean(axis=(0, 1)))
+    level_ref = _smooth_db(power_spectrogram(ref, N_FFT, HOP).mean(axis=(0, 1)))
+    level_deg = _smooth_db(power_spectrogram(deg, N_FFT, HOP).mean(axis=(0, 1)))
     floor = float(np.percentile(level_deg, 5)) + CUTOFF_ABOVE_FLOOR_DB
     close = level_deg > level_ref + CUTOFF_DROP_DB
     if not np.any(~close & (level_ref > floor)):
@@ -179,7 +183,7 @@ def codec_cutoff_hz(reference: np.ndarray, degraded: np.ndarray, sample_rate: in
     passed = np.flatnonzero(close & (level_deg > floor))
     if passed.size == 0:
         return 0.0
-    return float(bin_frequencies(sample_rate)[min(int(passed[-1]) + 1, level_deg.size - 1)])
+    return float(bin_frequencies(sample_rate, N_FFT)[min(int(passed[-1]) + 1, level_deg.size - 1)])
 
 
 def score(reference: np.ndarray, estimate: np.ndarray, sample_rate: int, cutoff_hz: float,

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from apollo_restore.errors import ApolloError
-from apollo_restore.evaluate.spectra import HOP, N_FFT, bin_frequencies, power_spectrogram
+from apollo_restore.evaluate.metrics import HOP, N_FFT
 from apollo_restore.files import atomic_write
+from apollo_restore.stft import bin_frequencies, power_spectrogram
 
 #: colour range below the loudest bin of all panels
 DYNAMIC_RANGE_DB = 100.0
@@ -63,12 +64,12 @@ def plot_spectrograms(
         raise ApolloError(f"spectrogram: sample rate must be positive, got {sample_rate}")
     spectra = []
     for name, audio in panels:
-        power = power_spectrogram(_mono(audio, name))
+        power = power_spectrogram(_mono(audio, name), N_FFT, HOP)
         spectra.append(10.0 * np.log10(np.maximum(power, 1e-20)).T)  # [bins, frames]
     vmax = max(float(s.max()) for s in spectra)
     vmin = vmax - DYNAMIC_RANGE_DB
 
-    khz = bin_frequencies(sample_rate) / 1000.0
+    khz = bin_frequencies(sample_rate, N_FFT) / 1000.0
     figure = Figure(figsize=(4.2 * len(panels) + 1.2, 4.2), layout="constrained")
     axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     image = None

@@ -99,6 +99,6 @@ def run_stream(engine: StreamingRestorer, chunks: Iterable[np.ndarray], sink: Ca
     compute += time.perf_counter() - started
     if tail.shape[1]:
         sink(tail)
-    hop_ms = 1000.0 * engine.hop / engine.sample_rate
+    hop_ms = 1000.0 * engine.framing.hop / engine.sample_rate
     return StreamStats(int(samples), engine.sample_rate, channels, chunk_ms, hop_ms, engine.latency_ms,
                        tuple(frame_ms), tuple(frame_cpu_ms), tuple(lag_ms), compute)

@@ -14,6 +14,7 @@ from apollo_restore.errors import ApolloError
 from apollo_restore.model.bands import BandMerge, BandSplit
 from apollo_restore.model.config import ApolloConfig
 from apollo_restore.model.layers import BandTransformer, TemporalConvBlock
+from apollo_restore.stft import Framing
 
 #: state of a causal model between calls: one history tensor per temporal conv block
 ConvState = list[Tensor]
@@ -47,10 +48,11 @@ class Apollo(nn.Module):
     """Apollo restoration generator.
 
     ``forward(audio [batch, channels, samples]) -> [batch, channels, samples]``. Channels are folded into the
-    batch (each channel restored alone with shared weights). STFT: periodic Hann, ``n_fft = win = 20 ms``,
-    hop 10 ms, centred frames (reflect padding; zero padding in the causal variant). With ``config.residual``
-    the head's output, times each frame's level, is added to the input spectrum. The generator restores every
-    bin; rules on where it may write (`apollo_restore.gate`) are applied by its callers through ``post``.
+    batch (each channel restored alone with shared weights). STFT (``framing``, `apollo_restore.stft`): periodic
+    Hann, ``n_fft = win = 20 ms``, hop 10 ms, centred frames (reflect padding; zero padding in the causal
+    variant). With ``config.residual`` the head's output, times each frame's level, is added to the input
+    spectrum. The generator restores every bin; rules on where it may write (`apollo_restore.gate`) are applied
+    by its callers through ``post``.
     """
 
     def __init__(self, config: ApolloConfig | None = None):
@@ -59,7 +61,6 @@ class Apollo(nn.Module):
         if (count := parameter_count(config)) > MAX_PARAMETERS:
             raise ApolloError(f"model config asks for {count:,} parameters (feature_dim {config.feature_dim}, "
                               f"num_layers {config.num_layers}); at most {MAX_PARAMETERS:,} are built")
-        self.register_buffer("window", torch.hann_window(config.n_fft), persistent=False)
         self.split = BandSplit(config.widths, config.feature_dim)
         self.blocks = nn.ModuleList(BandSequenceBlock(config) for _ in range(config.num_layers))
         self.merge = BandMerge(config.widths, config.feature_dim)
@@ -76,19 +77,10 @@ class Apollo(nn.Module):
 
     # -- spectral path ---------------------------------------------------------------------------------------
 
-    def stft(self, audio: Tensor) -> Tensor:
-        """``[batch, samples]`` -> complex ``[batch, frames, bins]`` (frame t centred on sample t * hop)."""
-        c = self.config
-        spec = torch.stft(
-            audio.float(), c.n_fft, c.hop, window=self.window, center=True,
-            pad_mode="constant" if c.causal else "reflect", return_complex=True,
-        )
-        return spec.transpose(1, 2)
-
-    def istft(self, spec: Tensor, length: int) -> Tensor:
-        """complex ``[batch, frames, bins]`` -> ``[batch, length]``."""
-        c = self.config
-        return torch.istft(spec.transpose(1, 2), c.n_fft, c.hop, window=self.window, center=True, length=length)
+    @property
+    def framing(self) -> Framing:
+        """How audio becomes the spectra this model restores, and back (``config.framing``)."""
+        return self.config.framing
 
     def spectral_forward(self, spec: Tensor, state: list[ConvState] | None = None) -> tuple[Tensor, list[ConvState]]:
         """Restore a spectrogram: complex ``[batch, frames, bins]`` -> same shape.
@@ -126,30 +118,20 @@ class Apollo(nn.Module):
             part.to(dtype)
         return copy
 
-    def padded_length(self, length: int) -> int:
-        """Samples the STFT pass runs on for a ``length``-sample input (zeros are appended, then cut off).
-
-        At least half a window plus one (reflect padding needs it), rounded up so that the last frame reaching
-        sample ``length - 1`` exists: every output sample then gets two overlapping frames. Without this, the
-        last ``length % hop`` samples would see one window edge only and be divided by a near-zero envelope.
-        """
-        c = self.config
-        return -(-max(length, c.n_fft // 2 + 1) // c.hop) * c.hop + c.n_fft - 2 * c.hop
-
     def forward(self, audio: Tensor, post: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
         """``[batch, channels, samples]`` -> same. ``post(spectrum_in, restored) -> restored`` (complex
         ``[batch * channels, frames, bins]``, channels of an example adjacent) runs before the inverse STFT,
         e.g. a bound `apollo_restore.gate.Gate`."""
         batch, channels, length = audio.shape
         flat = audio.reshape(batch * channels, length)
-        padded = self.padded_length(length)
+        padded = self.framing.padded_length(length)
         if padded > length:
             flat = torch.nn.functional.pad(flat, (0, padded - length))
-        spec = self.stft(flat)
+        spec = self.framing.stft(flat)
         restored, _ = self.spectral_forward(spec)
         if post is not None:
             restored = post(spec, restored)
-        out = self.istft(restored, padded)[:, :length]
+        out = self.framing.istft(restored, padded)[:, :length]
         return out.reshape(batch, channels, length).to(audio.dtype)
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from apollo_restore.errors import ApolloError
+from apollo_restore.stft import Framing
 
 #: inclusive bounds of the numeric fields, checked before anything is derived or allocated from a config (so a
 #: corrupt or hostile config.json cannot ask for tens of GiB); generous around the paper's 256 x 6 at 44.1 kHz
@@ -126,6 +127,12 @@ class ApolloConfig:
     @property
     def num_bins(self) -> int:
         return self.n_fft // 2 + 1
+
+    @property
+    def framing(self) -> Framing:
+        """The model's STFT framing: centred frames, reflect-padded (zero-padded when causal, so that no frame
+        depends on samples after its window)."""
+        return Framing(self.n_fft, self.hop, "constant" if self.causal else "reflect")
 
     @property
     def widths(self) -> tuple[int, ...]:

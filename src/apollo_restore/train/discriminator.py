@@ -15,8 +15,8 @@ from einops import rearrange
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from apollo_restore.stft import Framing
 from apollo_restore.train.config import DiscriminatorConfig
-from apollo_restore.train.spectral import stft
 
 #: (width multiplier, stride) of the six hidden layers; the seventh maps to one logit map with stride 1
 _HIDDEN_LAYERS = ((1, 1), (2, 2), (4, 1), (8, 2), (16, 1), (32, 2))
@@ -37,7 +37,7 @@ class SpectrogramDiscriminator(nn.Module):
 
     def __init__(self, n_fft: int, audio_channels: int, hidden_channels: int, spectrum: str = "complex") -> None:
         super().__init__()
-        self.n_fft = n_fft
+        self.framing = Framing(n_fft, n_fft // 2)  # reflect-padded centred frames, hop n_fft / 2
         self.spectrum = spectrum
         layers: list[nn.Module] = []
         width = audio_channels if spectrum == "log_magnitude" else 2 * audio_channels
@@ -50,7 +50,7 @@ class SpectrogramDiscriminator(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``audio [batch, channels, samples]`` (already level-normalised) -> (logits, feature maps)."""
-        spec = stft(audio, self.n_fft)  # [batch, channels, freq, frames]
+        spec = self.framing.stft(audio).transpose(-1, -2)  # [batch, channels, freq, frames]
         if self.spectrum == "log_magnitude":
             x = log_magnitude(spec).to(audio.dtype)
         else:

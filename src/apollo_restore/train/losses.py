@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from apollo_restore.stft import Framing
 from apollo_restore.train.config import LossConfig
-from apollo_restore.train.spectral import stft
 
 _EPS = torch.finfo(torch.float32).eps
 #: a bin of the degraded input this far (dB) under its frame's loudest bin or less counts as kept by the codec
@@ -75,7 +75,8 @@ class SpectralReconstructionLoss(nn.Module):
             raise ValueError("the kept-bins term needs the degraded input")
         terms = []
         for n_fft in self.fft_sizes:
-            est_spec, ref_spec = stft(estimate, n_fft), stft(reference, n_fft)
+            framing = Framing(n_fft, n_fft // 2)
+            est_spec, ref_spec = framing.stft(estimate), framing.stft(reference)
             est, ref = est_spec.abs(), ref_spec.abs()
             scale = ref.mean() + _EPS
             term = (est - ref).abs().mean() / scale
@@ -85,8 +86,8 @@ class SpectralReconstructionLoss(nn.Module):
             if self.complex_weight:
                 term = term + self.complex_weight * (est_spec - ref_spec).abs().mean() / scale
             if self.kept_weight:
-                power = stft(degraded, n_fft).abs().square()  # [batch, channels, freq, frames]
-                kept = power >= power.amax(dim=-2, keepdim=True) * 10 ** (-KEPT_DB / 10)
+                power = framing.stft(degraded).abs().square()  # [batch, channels, frames, bins]
+                kept = power >= power.amax(dim=-1, keepdim=True) * 10 ** (-KEPT_DB / 10)
                 term = term + self.kept_weight * ((est_spec - ref_spec).abs() * kept).mean() / scale
             terms.append(term)
         return torch.stack(terms).mean()
