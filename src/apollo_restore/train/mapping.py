@@ -4,6 +4,11 @@
 dataclass annotations; an unknown key or a wrong type is one :class:`ApolloError` line naming the key (as a
 dotted path) and, for unknown keys, the valid ones. ``to_mapping`` is the inverse (tuples become lists,
 paths strings), so a resolved config can be written back as YAML or JSON and read again.
+
+One small function per kind of annotation (dataclass, union, literal, sequence, plain type). No library: the
+configs are plain dataclasses shared with inference (``ApolloConfig``, ``GateConfig``), so pydantic models or
+OmegaConf structured configs would mean a second class tree or a heavy dependency of the core package, and
+dacite's errors name neither the dotted key nor the valid keys; the rules here are ~100 lines of the stdlib.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +33,61 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _bad(where: str, expected: str, value: Any) -> ApolloError:
+    return ApolloError(f"config key '{where}' must be {expected}, not {value!r}")
+
+
+#: plain types: (accepts the value, what the message says it must be, conversion)
+_PLAIN: dict[Any, tuple[Callable[[Any], bool], str, Callable[[Any], Any]]] = {
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number", float),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer", int),
+    bool: (lambda v: isinstance(v, bool), "true or false", bool),
+    str: (lambda v: isinstance(v, str), "a string", str),
+    Path: (lambda v: isinstance(v, (str, Path)), "a path", Path),
+    dict: (lambda v: isinstance(v, dict), "a mapping", dict),
+}
+
+
+def _convert_union(tp: Any, value: Any, where: str) -> Any:
+    """``X | None`` and other unions: null where allowed, else the first option the value fits."""
+    options = typing.get_args(tp)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ApolloError(f"config key '{where}' may not be empty (null)")
+    errors = []
+    for option in options:
+        if option is type(None):
+            continue
+        try:
+            return _convert(option, value, where)
+        except ApolloError as error:
+            errors.append(str(error))
+    raise ApolloError(errors[0] if len(errors) == 1 else f"config key '{where}': bad value {value!r}")
+
+
+def _convert_literal(tp: Any, value: Any, where: str) -> Any:
+    if value not in typing.get_args(tp):
+        choices = ", ".join(repr(c) for c in typing.get_args(tp))
+        raise ApolloError(f"config key '{where}' must be one of {choices}, not {value!r}")
+    return value
+
+
+def _convert_sequence(tp: Any, value: Any, where: str) -> list | tuple:
+    """``list[X]``, ``tuple[X, ...]`` and fixed ``tuple[X, Y]``: each item checked, tuples stay tuples."""
+    if not isinstance(value, (list, tuple)):
+        raise _bad(where, "a list", value)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        if len(args) != len(value):
+            raise ApolloError(f"config key '{where}' must hold {len(args)} values, not {len(value)}")
+        item_types = args
+    else:
+        item_types = (args[0] if args else Any,) * len(value)
+    items = [_convert(t, v, f"{where}[{i}]") for i, (t, v) in enumerate(zip(item_types, value, strict=True))]
+    return tuple(items) if origin is tuple else items
+
+
 def _convert(tp: Any, value: Any, where: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert it (lists to tuples, dicts to dataclasses)."""
     origin = typing.get_origin(tp)
@@ -35,63 +96,19 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return from_mapping(tp, value, where)
     if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None:
-            if type(None) in options:
-                return None
-            raise ApolloError(f"config key '{where}' may not be empty (null)")
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _convert(option, value, where)
-            except ApolloError as error:
-                errors.append(str(error))
-        raise ApolloError(errors[0] if len(errors) == 1 else f"config key '{where}': bad value {value!r}")
+        return _convert_union(tp, value, where)
     if origin is typing.Literal:
-        if value not in typing.get_args(tp):
-            choices = ", ".join(repr(c) for c in typing.get_args(tp))
-            raise ApolloError(f"config key '{where}' must be one of {choices}, not {value!r}")
-        return value
+        return _convert_literal(tp, value, where)
     if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise ApolloError(f"config key '{where}' must be a list, not {value!r}")
-        args = typing.get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(args) != len(value):
-                raise ApolloError(f"config key '{where}' must hold {len(args)} values, not {len(value)}")
-            items = [_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))]
-        else:
-            item_type = args[0] if args else Any
-            items = [_convert(item_type, v, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ApolloError(f"config key '{where}' must be a mapping, not {value!r}")
-        return dict(value)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ApolloError(f"config key '{where}' must be a number, not {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ApolloError(f"config key '{where}' must be an integer, not {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ApolloError(f"config key '{where}' must be true or false, not {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ApolloError(f"config key '{where}' must be a string, not {value!r}")
-        return value
-    if tp is Path:
-        if not isinstance(value, (str, Path)):
-            raise ApolloError(f"config key '{where}' must be a path, not {value!r}")
-        return Path(value)
+        return _convert_sequence(tp, value, where)
+    plain = _PLAIN.get(origin or tp)
+    if plain is not None:
+        accepts, expected, convert = plain
+        if not accepts(value):
+            raise _bad(where, expected, value)
+        return convert(value)
     if isinstance(tp, type) and not isinstance(value, tp):
-        raise ApolloError(f"config key '{where}' must be {_type_name(tp)}, not {value!r}")
+        raise _bad(where, _type_name(tp), value)
     return value
 
 
