@@ -16,15 +16,30 @@ Per (model, device), in a fresh process so memory readings belong to that model 
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
+import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from apollo_restore.checkpoint import load_checkpoint
 from apollo_restore.errors import ApolloError
+from apollo_restore.export import OnnxApollo, export_onnx
+from apollo_restore.inference import Restorer, pick_device
+from apollo_restore.model import Apollo, ApolloConfig
 from apollo_restore.precision import resolve_precision
+
+try:
+    import resource  # POSIX: page faults and the lifetime peak RSS
+except ImportError:  # pragma: no cover - Windows
+    resource = None
 
 #: square fp32 matmul size used as the machine's reachable GFLOP/s (a quarter of it for bf16/fp16, which an AVX2 CPU
 #: runs through conversions, ~100x slower)
@@ -95,18 +110,14 @@ class PeakMemory:
         try:
             with open("/proc/self/statm") as handle:
                 return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-        except OSError:
-            import resource
-
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        except OSError:  # no /proc: the lifetime peak (KiB on Linux)
+            return math.nan if resource is None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     def _sample(self) -> None:
         while not self._stop.wait(0.002):
             self.peak_mb = max(self.peak_mb, self.rss_mb())
 
     def __enter__(self) -> PeakMemory:
-        import torch
-
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -117,8 +128,6 @@ class PeakMemory:
         return self
 
     def __exit__(self, *exc) -> None:
-        import torch
-
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
@@ -130,24 +139,18 @@ class PeakMemory:
 
 def _minor_faults() -> float:
     """Minor page faults of this process so far (NaN where ``resource`` is missing)."""
-    try:
-        import resource
-    except ImportError:
+    if resource is None:
         return math.nan
     return float(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
 
 
 def _sync(device) -> None:
-    import torch
-
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def time_forward(model, audio, iterations: int, warmup: int = 0) -> list[float]:
     """Wall seconds of each of ``iterations`` passes of ``model(audio)`` after ``warmup`` untimed ones."""
-    import torch
-
     times = []
     with torch.inference_mode():
         for index in range(warmup + iterations):
@@ -162,8 +165,6 @@ def time_forward(model, audio, iterations: int, warmup: int = 0) -> list[float]:
 
 def paper_rtf(model, device, iterations: int = 5, warmup: int = 1) -> float:
     """Mean seconds to process one second of mono audio at the model's rate (the paper's RTF protocol)."""
-    import torch
-
     audio = torch.from_numpy(_test_signal(1, model.config.sample_rate))[None].to(device)
     return float(np.mean(time_forward(model, audio, iterations, warmup)))
 
@@ -171,8 +172,6 @@ def paper_rtf(model, device, iterations: int = 5, warmup: int = 1) -> float:
 def matmul_gflops(device, size: int = MATMUL_SIZE, iterations: int = 5, dtype=None) -> float:
     """GFLOP/s of a ``size`` x ``size`` matmul (fp32 unless ``dtype``) on ``device``: the best of ``iterations``
     after a warm-up, i.e. what this machine's BLAS reaches on a large matmul when it gets the cores."""
-    import torch
-
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     torch.mm(a, b)
@@ -186,32 +185,28 @@ def matmul_gflops(device, size: int = MATMUL_SIZE, iterations: int = 5, dtype=No
     return 2 * size**3 / best / 1e9
 
 
-def _count_cpu_attention() -> None:
-    """Teach the FLOP counter the CPU flash-attention kernel (torch registers only the GPU kernels)."""
-    import torch
-    from torch.utils.flop_counter import flop_registry, register_flop_formula, sdpa_flop
+def _attention_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of one scaled-dot-product attention call from its tensor shapes (torch's formula)."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
 
+
+def _extra_flop_formulas() -> dict:
+    """Formulas torch's FLOP counter lacks, for one count only (its global registry is left alone): the CPU
+    flash-attention kernel, counted as torch counts the GPU ones."""
     op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if op is not None and op not in flop_registry:
-        register_flop_formula(op, get_raw=True)(sdpa_flop)  # sdpa_flop is already shape-wrapped
+    return {} if op is None else {op: _attention_flop}
 
 
 def count_flops(model, audio) -> int:
     """FLOPs of ``model(audio)`` (audio ``[batch, channels, samples]``): matmuls, convolutions, attention."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    _count_cpu_attention()
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    counter = FlopCounterMode(display=False, custom_mapping=_extra_flop_formulas())
+    with torch.inference_mode(), counter:
         model(audio)
     return int(counter.get_total_flops())
 
 
 def _load(config: BenchConfig):
     """(model, its gate or None): a random model of ``config.size`` or the checkpoint's."""
-    from apollo_restore.checkpoint import load_checkpoint
-    from apollo_restore.model import Apollo, ApolloConfig
-
     if config.size is not None:
         return Apollo(ApolloConfig.from_size(config.size)).eval(), None
     return load_checkpoint(config.checkpoint)
@@ -225,10 +220,6 @@ def _test_signal(channels: int, samples: int, seed: int = 0) -> np.ndarray:
 
 def run_bench(config: BenchConfig) -> BenchResult:
     """Measure one (model, device) in this process (see module docstring)."""
-    import torch
-
-    from apollo_restore.inference import Restorer, pick_device
-
     if config.iterations < 1 or config.warmup < 0:
         raise ApolloError("bench needs at least 1 iteration and a non-negative warm-up")
     if config.threads:
@@ -274,20 +265,12 @@ def _engine(model, engine: str, device):
         return model
     if engine != "onnx" or device.type != "cpu":
         raise ApolloError(f"engine {engine!r} on {device.type}: use torch, or onnx on the CPU")
-    import tempfile
-    from pathlib import Path
-
-    from apollo_restore.export import OnnxApollo, export_onnx
-
     with tempfile.TemporaryDirectory(prefix="apollo-bench-") as tmp:
         return OnnxApollo(export_onnx(model, Path(tmp) / "network.onnx"))
 
 
 def run_isolated(config: BenchConfig) -> BenchResult:
     """:func:`run_bench` in a fresh spawned process, so its memory readings are its own."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(run_bench, config).result()
 
