@@ -28,9 +28,13 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 HOP = 441
 
 
-def offline(model, audio: np.ndarray, gate: Gate | None = None) -> np.ndarray:
-    """The whole-signal causal pass: ``[channels, n]`` -> ``[channels, n]``."""
+def offline(model, audio: np.ndarray, gate: Gate | None = None, running: bool = False) -> np.ndarray:
+    """The whole-signal causal pass: ``[channels, n]`` -> ``[channels, n]``. With ``gate``: the whole signal's
+    cut estimate, or (``running``) each frame's estimate from the frames up to it, as a stream has it."""
     post = None if gate is None else gate.bind(channels=audio.shape[0])
+    if gate is not None and running:
+        tracker = gate.tracker()
+        post = lambda spec, out: gate(spec, out, tracker.running(spec))  # noqa: E731
     with torch.no_grad():
         return model(torch.from_numpy(audio)[None], post)[0].numpy()
 
@@ -49,6 +53,27 @@ def signal(channels: int, length: int, seed: int = 0) -> np.ndarray:
     return (np.random.default_rng(seed).standard_normal((channels, length)) * 0.3).astype(np.float32)
 
 
+def cut_above(audio: np.ndarray, hz: float) -> np.ndarray:
+    """``audio`` with nothing above ``hz`` (an MP3-like cliff: the gate opens above it)."""
+    spectrum = np.fft.rfft(audio, axis=1)
+    spectrum[:, np.fft.rfftfreq(audio.shape[1], 1 / 44100) > hz] = 0
+    return np.fft.irfft(spectrum, n=audio.shape[1], axis=1).astype(np.float32)
+
+
+def band_energy_db(audio: np.ndarray, low_hz: float) -> float:
+    """Energy above ``low_hz`` relative to the whole signal's, in dB."""
+    power = np.abs(np.fft.rfft(audio, axis=1)) ** 2
+    return float(10 * np.log10(power[:, np.fft.rfftfreq(audio.shape[1], 1 / 44100) > low_hz].sum() / power.sum()))
+
+
+def scramble_head(model):
+    """A residual head that writes: random merge weights instead of the identity's zeros."""
+    with torch.no_grad():
+        for projection in model.merge.projections:
+            projection.weight.normal_(0, 0.5)
+    return model
+
+
 @pytest.fixture(scope="module")
 def causal():
     return tiny_model(3, causal=True, num_layers=2)
@@ -62,38 +87,35 @@ def causal():
         (3, 9 * HOP + 1, [0, 7, 1000, 2 * HOP + 5]),  # empty chunks too
         (2, 15 * HOP - 1, [10**6]),  # the whole signal in one chunk
         (1, 300, [17]),  # shorter than a window
-        (2, 11 * HOP + 3, "residual"),  # the shipped models' head: a level-scaled residual
+        (2, 11 * HOP + 3, "residual"),  # a level-scaled residual head, no gate: it writes every bin
+        (2, 30 * HOP + 7, "shipped"),  # the shipped models' head and gate, on an MP3-like cut at 8 kHz
     ],
 )
 def test_stream_equals_offline_causal_pass(causal, channels, length, sizes):
-    audio = signal(channels, length)
-    if sizes == "residual":
-        causal, sizes = tiny_model(5, causal=True, residual=True), [100, 1, 3000]
-        with torch.no_grad():
-            for projection in causal.merge.projections:
-                projection.weight.normal_(0, 0.5)
-    if sizes == "random":
+    audio, gate, case = signal(channels, length), None, sizes
+    if case in ("residual", "shipped"):
+        causal, sizes = scramble_head(tiny_model(5, causal=True, residual=True)), [100, 1, 3000]
+    if case == "shipped":  # the bundled models' gate (every rule on), on input it opens for
+        audio, gate = cut_above(audio, 8000), Gate(GateConfig(), causal.config)
+    if case == "random":
         sizes = [int(n) for n in np.random.default_rng(1).integers(1, 4410, 200)]
-    restored = np.concatenate(stream(StreamingRestorer(causal, "cpu"), audio, sizes), axis=1)
-    expected = offline(causal, audio)
+    restored = np.concatenate(stream(StreamingRestorer(causal, "cpu", gate=gate), audio, sizes), axis=1)
+    expected = offline(causal, audio, gate, running=True)
     assert restored.shape == expected.shape
     assert np.abs(restored - expected).max() <= 1e-4
     assert np.abs(expected - audio).max() > 1e-3  # the model did change the signal
+    if gate is not None:  # and wrote the band the cut removed: from nothing to a real band
+        assert band_energy_db(audio, 8500) < -100 and band_energy_db(expected, 8500) > -40
+        assert np.abs(expected - audio).max() > 0.05
 
 
 def test_gated_model_streams_with_a_running_cut_off_estimate():
     """An MP3-like input (nothing above 8 kHz): the stream estimates the cut-off from the frames so far. After
     0.1 s it is within two bins of the whole-signal estimate, so the stream differs from the offline pass only
     at the edge of the cut band; the estimate is part of the saved state, so a resumed stream is exact."""
-    model = tiny_model(5, causal=True, residual=True)
+    model = scramble_head(tiny_model(5, causal=True, residual=True))
     gate = Gate(GateConfig(), model.config)
-    with torch.no_grad():
-        for projection in model.merge.projections:
-            projection.weight.normal_(0, 0.5)
-    audio = signal(2, 60 * HOP)
-    spectrum = np.fft.rfft(audio, axis=1)
-    spectrum[:, np.fft.rfftfreq(audio.shape[1], 1 / 44100) > 8000] = 0
-    audio = np.fft.irfft(spectrum, n=audio.shape[1], axis=1).astype(np.float32)
+    audio = cut_above(signal(2, 60 * HOP), 8000)
     spec = model.framing.stft(torch.from_numpy(audio))
     whole, weight = (t[0] for t in gate.estimate(spec, channels=2))
     running, running_weight = (t[0] for t in gate.tracker().running(spec))

@@ -9,9 +9,9 @@ has arrived, overlap-adds the windowed inverse FFTs (dividing by the summed squa
 does) and returns an output sample once no later frame can touch it. At the end, ``flush`` zero-pads exactly
 as the offline pass does. The concatenated output therefore equals ``model(audio)`` on the whole signal, up
 to float rounding. A stream with a gate (`apollo_restore.gate`) is the one exception: it cannot see the whole
-signal, so each frame uses the codec cut estimated from the frames so far (`gate.PassBandTracker`);
-once that estimate has settled (0.1 s on an MP3-like test signal) the stream differs from the offline pass
-only at the edge of the cut band.
+signal, so each frame uses the codec cut estimated from the frames so far (`gate.PassBandTracker`). It
+equals the offline pass given those running estimates; once the estimate has settled (0.1 s on an MP3-like
+test signal) it differs from the offline pass with the whole signal's estimate only at the edge of the cut band.
 
 Latency. Output sample ``n`` is final once frame ``floor((n + pad) / hop)`` is computed, i.e. when input
 sample ``floor((n + pad) / hop) * hop - pad + n_fft - 1`` has arrived: between ``n_fft - hop`` and
