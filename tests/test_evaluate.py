@@ -134,6 +134,7 @@ def test_evaluate_writes_every_example_table_and_figure(tiny_run):
     restored, _ = read_audio(out / "restored" / "tiny" / "mp3-32k-0000.wav")
     assert restored.shape == degraded.shape
     table = (out / "table.md").read_text()
+    assert table.startswith("# Evaluation of set\n") and str(testset) not in table  # the set's name, not its path
     assert "| `input` |" in table and "| `tiny` |" in table and "Vocal (n=2)" in table and "Single Stem" in table
     assert "RTF (ms, cpu)" in table
     cross = table.split("Per bitrate and category")[1]

@@ -38,7 +38,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
 def test_ship_writes_model_card_and_registry(tmp_path, tiny_run, monkeypatch):
     notes = tmp_path / "notes.md"
-    notes.write_text("Lineage: a tiny test run.\n")
+    notes.write_text(f"Lineage: a tiny test run, `{tiny_run}/last`.\n")
     models = tmp_path / "models"
     assert main(["ship", str(tiny_run), "tiny", "--from", "last", "--notes", str(notes), "--into", str(models)]) == 0
     folder = models / "tiny"
@@ -63,7 +63,7 @@ def test_ship_writes_model_card_and_registry(tmp_path, tiny_run, monkeypatch):
     assert "step 8 of the 8 it logged; 6 of those steps adversarial" in card
     assert f"| si_snr | {last_val['val_si_snr']:.3f} | {last_val['val_si_snr_input']:.3f} |" in card
     assert f"| env_corr | {last_val['val_env_corr']:.3f} |" in card
-    assert "Lineage: a tiny test run." in card
+    assert "Lineage: a tiny test run, `run/last`." in card  # the notes' paths are portable too
     assert "feature_dim: 16" in card  # the resolved training config
     assert str(tiny_run.parent) not in card and "run_dir: run\n" in card  # no absolute path of this machine
 

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     for other in args.compare:
         other_rows, other_systems = report.load_results(other)
         rows, systems = report.merge_results(rows, systems, other_rows, other_systems, other.parent.name or "other")
-    paths = report.write_report(rows, systems, args.out, title=f"Evaluation of {evalset.source}")
+    paths = report.write_report(rows, systems, args.out, title=f"Evaluation of {Path(evalset.source).name}")
     print(report.table2_markdown(rows, systems))
     print("written: " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -8,8 +8,9 @@ so an existing model is replaced only by a complete new one.
 
 The card states what the run's files say: architecture, parameters, gate; the optimizer steps, adversarial
 steps and hours up to the chosen step (``metrics.jsonl``); the validation metrics recorded at that step; the
-maintainer's notes; and the run's resolved ``config.yaml``, with paths written relative to ``$APOLLO_DATA``
-or to the folder the run lives in, so no machine's absolute paths ship in the package.
+maintainer's notes; and the run's resolved ``config.yaml``. In the notes and the config, paths are written
+relative to ``$APOLLO_DATA`` or to the folder the run lives in, so no machine's absolute paths ship in the
+package.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def model_card(name: str, model: Apollo, gate: Gate | None, record: RunRecord | 
             config = portable_paths(config_path.read_text(), record.run)
     lines += ["", "License: MIT (weights trained by this project; no reference weights used)."]
     if notes.strip():
-        lines += ["", "## Notes", "", notes.strip()]
+        lines += ["", "## Notes", "", notes.strip() if record is None else portable_paths(notes.strip(), record.run)]
     if config:
         lines += ["", "## Training config", "", "```yaml", config.rstrip("\n"), "```"]
     return "\n".join(lines) + "\n"
