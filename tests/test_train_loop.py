@@ -186,10 +186,10 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
+    from apollo_restore.mapping import from_mapping
     from apollo_restore.train.config import ExperimentConfig
     from apollo_restore.train.distributed import init_distributed, shutdown_distributed
     from apollo_restore.train.gan import GANTrainer
-    from apollo_restore.train.mapping import from_mapping
 
     ctx = init_distributed("cpu")
     torch.manual_seed(0)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from apollo_restore.errors import ApolloError
+from apollo_restore.mapping import from_mapping
 from apollo_restore.stft import Framing
 
 #: inclusive bounds of the numeric fields, checked before anything is derived or allocated from a config (so a
@@ -158,8 +159,6 @@ class ApolloConfig:
     def from_dict(cls, data: dict[str, Any]) -> ApolloConfig:
         """Build from a mapping (e.g. parsed JSON); an unknown key, a wrong type or a value out of range is one
         ApolloError naming the key."""
-        from apollo_restore.train.mapping import from_mapping
-
         widths = data.get("band_widths") if isinstance(data, dict) else None
         if isinstance(widths, list) and len(widths) > LIMITS["num_bands"][1]:  # before converting each entry
             raise ApolloError(f"invalid model config: band_widths has {len(widths):,} entries, at most "

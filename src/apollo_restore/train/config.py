@@ -16,8 +16,8 @@ from typing import Any, Literal
 from apollo_restore.data import MixConfig
 from apollo_restore.errors import ApolloError
 from apollo_restore.gate import GateConfig
+from apollo_restore.mapping import apply_override, from_mapping, to_mapping
 from apollo_restore.model import ApolloConfig
-from apollo_restore.train.mapping import apply_override, from_mapping, to_mapping
 
 #: STFT sizes of the discriminator and of the reconstruction loss (paper III-B, Table I)
 PAPER_FFT_SIZES = (32, 64, 128, 256, 512, 1024, 2048)
