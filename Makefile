@@ -14,15 +14,14 @@ install-dev: install
 	@command -v lame >/dev/null && command -v ffmpeg >/dev/null || \
 	  (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq --no-install-recommends lame ffmpeg) \
 	  || echo "note: lame/ffmpeg not installed; the real-encoder tests fail under CI=1 and are skipped otherwise"
-	@$(PYTHON) -c "import fluidsynth" 2>/dev/null || \
-	  (command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq --no-install-recommends libfluidsynth3) \
-	   || echo "note: libfluidsynth3 not installed; generator tests will be skipped")
+	@sh scripts/install-data-deps.sh || \
+	  echo "note: Debian data packages not installed (needs root, apt-get): 3 generator tests will be skipped"
 
 # README command 1: restore the shipped demo clip -> restored.wav + restored.png (before/after spectrogram)
 demo: install
 	apollo restore --demo -o restored.wav --spectrogram restored.png
 
-# README command 2: install everything and run the whole test suite
+# README command 2: install everything (Python extras, lame/ffmpeg, the data packages) and run the whole test suite
 test: install-dev lint
 	$(PYTHON) -m pytest
 
@@ -31,7 +30,8 @@ lint:
 	$(PYTHON) -m ruff check .
 	shellcheck scripts/*.sh
 
-# Debian packages for `apollo make-data` (SoundFonts, recorded drum kits, guitars and loops); needs root
+# Debian packages for `apollo make-data` (SoundFonts, recorded drum kits, guitars and loops); needs root (also
+# run by install-dev, which goes on without them)
 data-deps:
 	sh scripts/install-data-deps.sh
 

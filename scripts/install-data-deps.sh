@@ -13,9 +13,20 @@
 #                                 the loops of the real-music evaluation set are never used
 # Optional: python packages `music21`, `pyfluidsynth`, `pedalboard`, `pyloudnorm`, `numba`
 # (pip install 'apollo-restore[data]').
+# Installs only what is missing (nothing, and no apt-get update, when all are there); exits non-zero when it
+# cannot (no apt-get, not root).
 set -eu
+packages="fluidsynth libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-lossless
+hydrogen-drumkits hydrogen-drumkits-effects avldrums.lv2-soundfont sonic-pi-samples"
+missing=""
+for package in $packages; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
+done
+if [ -z "$missing" ]; then
+    echo "data packages: all installed"
+    exit 0
+fi
+command -v apt-get >/dev/null || { echo "no apt-get here: install$missing by other means" >&2; exit 1; }
 apt-get update
-apt-get install -y --no-install-recommends \
-    fluidsynth libfluidsynth3 \
-    fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-lossless \
-    hydrogen-drumkits hydrogen-drumkits-effects avldrums.lv2-soundfont sonic-pi-samples
+# shellcheck disable=SC2086  # one word per package
+apt-get install -y --no-install-recommends $missing

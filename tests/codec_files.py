@@ -5,15 +5,15 @@ A missing tool fails the tests under CI (the Makefile's `make test` installs bot
 
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 import subprocess
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile as sf
+
+from prerequisites import unavailable
 
 RATE = 44100
 #: longer than 2**18 samples (5.94 s at 44.1 kHz), where libsndfile's block-wise MP3 reads went wrong
@@ -26,10 +26,7 @@ def need(tool: str) -> str:
     """The path of command-line ``tool``; fails under CI and skips elsewhere when it is missing."""
     path = shutil.which(tool)
     if path is None:
-        message = f"`{tool}` is not installed (make test installs it: apt-get install {tool})"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"`{tool}` is not installed (make test installs it: apt-get install {tool})")
     return path
 
 

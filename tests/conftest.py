@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,11 +9,7 @@ import torch
 
 from apollo_restore.checkpoint import save_model
 from apollo_restore.model import Apollo, ApolloConfig
-
-REFERENCE_FIXTURES = Path(
-    os.environ.get("APOLLO_REFERENCE_FIXTURES")
-    or Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "apollo-reference"
-)
+from prerequisites import REFERENCE_FIXTURES, require
 
 
 def tiny_config(**overrides) -> ApolloConfig:
@@ -44,9 +39,5 @@ def tiny_checkpoint(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def reference_fixtures() -> Path:
-    if not REFERENCE_FIXTURES.is_dir():
-        message = f"reference fixtures not found at {REFERENCE_FIXTURES} (set APOLLO_REFERENCE_FIXTURES)"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # CI has shared/ beside the clone: a silent skip would hide a regression
-        pytest.skip(message)
-    return REFERENCE_FIXTURES
+    """The reference implementation's checkpoints and output (``tests/prerequisites.py``)."""
+    return require(REFERENCE_FIXTURES, "APOLLO_REFERENCE_FIXTURES")

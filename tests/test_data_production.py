@@ -22,6 +22,7 @@ from apollo_restore.data.generator.production import (
 from apollo_restore.data.generator.singer import draw_singer, sing
 from apollo_restore.data.generator.voices import SPLIT_FAMILIES, draw_patch, note_audio, render_synth
 from apollo_restore.data.stats import edge_hz, share_above_db
+from prerequisites import unavailable
 
 SR = 44100
 TIMGM = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
@@ -118,9 +119,9 @@ def test_master_reaches_the_target_under_the_ceiling(target) -> None:
     assert integrated_lufs(sum(mastered)) == pytest.approx(reached, abs=1e-6)
 
 
-@pytest.mark.skipif(ctypes.util.find_library("fluidsynth") is None or not TIMGM.is_file(),
-                    reason="libfluidsynth or timgm6mb-soundfont missing (scripts/install-data-deps.sh)")
 def test_preset_bandwidth_tells_full_band_from_band_limited() -> None:
+    if ctypes.util.find_library("fluidsynth") is None or not TIMGM.is_file():
+        unavailable("libfluidsynth or timgm6mb-soundfont missing (scripts/install-data-deps.sh)")
     from apollo_restore.data.generator.fluid import FluidRenderer
 
     renderer = FluidRenderer(TIMGM)

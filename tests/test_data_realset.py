@@ -15,8 +15,7 @@ from apollo_restore.data import DegradeConfig, PairDataset, build_mixture_testse
 from apollo_restore.data.testset import source_group, spread_order
 from apollo_restore.errors import ApolloError
 from apollo_restore.evaluate.sources import read_ids, subset
-
-REAL_MUSIC = Path(__file__).resolve().parents[2] / "shared" / "real-music"
+from prerequisites import REAL_MUSIC, require
 
 
 def _recording(seconds: float, rate: int, channels: int, seed: int) -> np.ndarray:
@@ -122,8 +121,7 @@ def test_errors_are_one_line(tmp_path, capsys) -> None:
 
 def test_cli_and_evaluate_on_a_real_recording(tmp_path, capsys, tiny_checkpoint) -> None:
     """Two real lossless recordings (linked, never copied), one bitrate, a tiny model through evaluate."""
-    if not REAL_MUSIC.is_dir():
-        pytest.skip(f"{REAL_MUSIC} not present")
+    require(REAL_MUSIC)
     folder = tmp_path / "music"
     folder.mkdir()
     for name in ("smstools_vignesh.flac", "sonicpi_loop_compus.flac"):
