@@ -117,7 +117,7 @@ class TrainConfig:
     max_epochs: int = 1000
     max_steps: int | None = None  # stop after this many optimizer steps (None: no limit)
     warmup_steps: int = 0  # reconstruction-only steps before the adversarial losses switch on
-    patience: int = 20  # early stopping: epochs without a better validation SI-SNR
+    patience: int = 20  # early stopping: validations without a better validation score
     save_every_steps: int = 200  # training state + last checkpoint; also at every epoch end
     log_every_steps: int = 10
     num_workers: int = 2
