@@ -476,8 +476,7 @@ def _captured() -> io.StringIO:
 def _in_process(argv: list[str], block_module: str | None) -> int:
     from apollo_restore.cli import main
 
-    blocked = {block_module: None} if block_module else {}
-    with _patched_modules(blocked):
+    with _blocked(block_module):
         try:
             return main(argv)
         except SystemExit as stop:
@@ -485,17 +484,18 @@ def _in_process(argv: list[str], block_module: str | None) -> int:
 
 
 @contextlib.contextmanager
-def _patched_modules(replacements: dict[str, None]):
-    saved = {name: sys.modules.get(name) for name in replacements}
-    sys.modules.update(replacements)
+def _blocked(module: str | None):
+    """Inside, ``import module`` fails as if the package were not installed (a None entry in ``sys.modules``)."""
+    loaded = sys.modules.get(module) if module else None
+    if module:
+        sys.modules[module] = None
     try:
         yield
     finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
+        if module:
+            del sys.modules[module]
+            if loaded is not None:
+                sys.modules[module] = loaded
 
 
 def run_case(case: Case, root: Path) -> Outcome:

@@ -55,25 +55,22 @@ def _stream(src: Path, dst: Path, checkpoint: str | Path) -> np.ndarray:
     return _read(dst)
 
 
-@pytest.mark.parametrize("name", ["lame-cbr128-id3-joint.mp3", "lame-vbr-V4.mp3", "lame-mpeg2-22k.mp3",
-                                  "ffmpeg-aac128.m4a", "ffmpeg-opus96.opus"])
-def test_restoring_a_file_equals_restoring_ffmpegs_decode_of_it(folder, name):
+RESTORED = ["lame-cbr128-id3-joint.mp3", "lame-vbr-V4.mp3", "lame-mpeg2-22k.mp3", "ffmpeg-aac128.m4a",
+            "ffmpeg-opus96.opus"]
+STREAMED = ["lame-cbr128-id3-joint.mp3", "ffmpeg-aac128.m4a"]
+
+
+@pytest.mark.parametrize(("command", "name"), [*(("restore", n) for n in RESTORED), *(("stream", n) for n in STREAMED)])
+def test_a_file_gives_what_ffmpegs_decode_of_it_gives(folder, command, name):
+    """`apollo restore` (tiny model) or `apollo stream` (tiny causal model) of the file equals the same command
+    on FFmpeg's decode of it."""
+    run, checkpoint = (_restore, folder / "tiny") if command == "restore" else (_stream, folder / "tiny-causal")
     path = encode(name, folder)
     reference = _as_wav(folder, path, round(SECONDS * RECIPES[name][1]))
-    restored = _restore(path, folder / f"{name}.wav", folder / "tiny")
-    expected = _restore(reference, folder / f"{name}.expected.wav", folder / "tiny")
+    restored = run(path, folder / f"{name}.{command}.wav", checkpoint)
+    expected = run(reference, folder / f"{name}.{command}-expected.wav", checkpoint)
     assert restored.shape == expected.shape == (2, round(SECONDS * RATE))
     assert np.abs(restored - expected).max() < 1e-4
-
-
-@pytest.mark.parametrize("name", ["lame-cbr128-id3-joint.mp3", "ffmpeg-aac128.m4a"])
-def test_streaming_a_file_equals_streaming_ffmpegs_decode_of_it(folder, name):
-    path = encode(name, folder)
-    reference = _as_wav(folder, path, round(SECONDS * RECIPES[name][1]))
-    streamed = _stream(path, folder / f"{name}.stream.wav", folder / "tiny-causal")
-    expected = _stream(reference, folder / f"{name}.stream-expected.wav", folder / "tiny-causal")
-    assert streamed.shape == expected.shape == (2, round(SECONDS * RATE))
-    assert np.abs(streamed - expected).max() < 1e-4
 
 
 def _band_db(audio: np.ndarray, low: float, high: float) -> np.ndarray:
