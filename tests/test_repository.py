@@ -1,5 +1,5 @@
 """The tracked tree itself: no absolute path of a development machine in any tracked text file, a module list
-in docs/architecture.md that names every module, and a core that imports no workflow."""
+in docs/architecture.md that names every module, a core that imports no workflow, and one STFT framing."""
 
 from __future__ import annotations
 
@@ -119,3 +119,13 @@ def test_the_core_imports_no_workflow():
             offending += [f"{path.relative_to(package)} imports apollo_restore.{name}"
                           for name in sorted(_imported_units(path) & set(WORKFLOWS))]
     assert not offending, "\n".join(offending)
+
+
+def test_every_torch_stft_call_is_in_the_framing_module():
+    calls = []
+    for path in sorted(module_list.PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Attribute) and node.attr in ("stft", "istft")
+                    and isinstance(node.value, ast.Name) and node.value.id == "torch"):
+                calls.append(f"{path.relative_to(module_list.PACKAGE)}:{node.lineno} torch.{node.attr}")
+    assert calls and all(call.startswith("stft.py:") for call in calls), calls
