@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from apollo_restore.cli.arguments import MAX_WORKERS, bounded
+
 NAME = "make-cache"
 HELP = ("pre-render the on-the-fly training pairs (1-8 stem remixes or real mixtures, MP3 at drawn bitrates) "
         "into shards that `apollo train` reads with data.pair_cache; resumable")
@@ -16,13 +18,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", action="append", choices=["musdb", "moisesdb", "folder"],
                         help="layout of each --root (one for all, or one per root; default folder)")
     parser.add_argument("--split", default="train", choices=["train", "valid", "test"])
-    parser.add_argument("--examples", type=int, required=True, help="pairs to render (rounded up to whole shards)")
-    parser.add_argument("--clip-seconds", type=float, default=3.0)
-    parser.add_argument("--bitrates", type=int, nargs="+", default=[24, 32, 48, 64, 96, 128])
+    parser.add_argument("--examples", type=bounded(int, 1, 10**9), required=True,
+                        help="pairs to render (rounded up to whole shards)")
+    parser.add_argument("--clip-seconds", type=bounded(float, 0.1, 3600), default=3.0)
+    parser.add_argument("--bitrates", type=bounded(int, 6, 512), nargs="+", default=[24, 32, 48, 64, 96, 128])
     parser.add_argument("--codec", default="mp3", choices=["mp3", "aac", "opus"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--shard-size", type=int, default=256, help="pairs per shard (default 256)")
-    parser.add_argument("-j", "--jobs", type=int, default=2, help="render processes (default 2)")
+    parser.add_argument("--seed", type=bounded(int, 0, 2**32 - 1), default=0)
+    parser.add_argument("--shard-size", type=bounded(int, 1, 100000), default=256, help="pairs per shard (default 256)")
+    parser.add_argument("-j", "--jobs", type=bounded(int, 1, MAX_WORKERS), default=2,
+                        help="render processes (default 2)")
     parser.add_argument("-q", "--quiet", action="store_true")
 
 
