@@ -39,10 +39,15 @@ from apollo_restore.errors import ApolloError
 from apollo_restore.gate import Gate
 from apollo_restore.inference import pick_device
 from apollo_restore.model import Apollo
+from apollo_restore.model.layers import spans
+from apollo_restore.model.step import CausalStep
 from apollo_restore.stft import OverlapAdd
 
 #: keys of ``StreamingRestorer.state_dict`` besides the conv histories (``conv.<layer>.<block>``)
 _STATE_KEYS = ("inbuf", "ola", "envelope", "counters")
+#: most frames restored by one network call (a stream that is behind, a big chunk, the flush): batching pending
+#: frames amortises the per-operation cost, and this bounds the memory of the widest intermediate
+MAX_BATCH_FRAMES = 64
 
 
 class StreamingRestorer:
@@ -65,8 +70,9 @@ class StreamingRestorer:
         self.gain = float(gain)
         self.gate = gate
         self.framing = self.config.framing
+        self._step = CausalStep(self.model)
         # torch.compile specialises on shapes: compile the steady one-frame call only, run the rest eagerly
-        self._one_frame = torch.compile(model.spectral_forward, dynamic=False) if compile else model.spectral_forward
+        self._one_frame = torch.compile(self._step.__call__, dynamic=False) if compile else self._step
         self.reset()
 
     @property
@@ -164,8 +170,12 @@ class StreamingRestorer:
     def _run_frames(self, count: int) -> None:
         """Restore the next ``count`` frames of the input buffer and overlap-add them into the output."""
         spec = self.framing.analyse(self._inbuf, count)  # [channels, count, bins]
-        step = self._one_frame if count == 1 and self._conv is not None else self.model.spectral_forward
-        restored, self._conv = step(spec, self._conv)
+        parts = []
+        for start, stop in spans(count, MAX_BATCH_FRAMES):
+            step = self._one_frame if stop - start == 1 and self._conv is not None else self._step
+            real, imag, self._conv = step(spec.real[:, start:stop], spec.imag[:, start:stop], self._conv)
+            parts.append(torch.complex(real, imag))
+        restored = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         if self.gate is not None:
             restored = self.gate(spec, restored, self._pass_band.running(spec))  # causal: the frames so far
         self._out.add(restored, self._next_frame)
