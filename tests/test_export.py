@@ -59,10 +59,6 @@ def test_export_cli_and_restore_with_the_onnx_engine(tmp_path, capsys):
 
 
 def test_export_refusals(tmp_path, capsys):
-    from apollo_restore.export import export_onnx
-
-    with pytest.raises(ApolloError, match="causal"):
-        export_onnx(tiny_model(causal=True), tmp_path / "c.onnx")
     checkpoint = save_model(tiny_model(), tmp_path / "ckpt")
     assert main(["export", "--onnx", str(checkpoint), str(tmp_path / "m.txt")]) == 1
     sf.write(tmp_path / "x.wav", np.zeros((4410, 1), np.float32), 44100)
@@ -71,3 +67,44 @@ def test_export_refusals(tmp_path, capsys):
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 2 and ".onnx file" in errors[0] and "float32 graph" in errors[1]
     assert not (tmp_path / "m.txt").exists()
+
+
+def test_causal_export_is_the_streaming_step_with_its_state(tmp_path, capsys):
+    """A causal model exports CausalStep with its conv state as an input and an output: through onnxruntime it
+    continues a stream frame by frame like torch, streams (apollo stream --engine onnx) and restores offline."""
+    from apollo_restore.export import OnnxApollo, OnnxCausalStep, onnx_config, state_shape
+    from apollo_restore.model.step import CausalStep
+    from apollo_restore.streaming import StreamingRestorer
+    from test_streaming import offline, signal, stream
+
+    model = _trained_like(2, causal=True, residual=True, num_layers=2)
+    checkpoint = save_model(model, tmp_path / "ckpt")
+    assert main(["export", "--onnx", str(checkpoint), str(tmp_path / "c.onnx")]) == 0
+    assert "state [6, channels, 6, 80, 16]" in capsys.readouterr().out
+    assert onnx_config(tmp_path / "c.onnx") == model.config and state_shape(model.config, 3) == (6, 3, 6, 80, 16)
+    spec = torch.randn(3, 20, model.config.num_bins, dtype=torch.complex64)
+    torch_step, onnx_step = CausalStep(model), OnnxCausalStep(model, threads=1)
+    torch_state = onnx_state = None
+    with torch.inference_mode():
+        for start, stop in ((0, 1), (1, 2), (2, 9), (9, 20)):
+            part = spec[:, start:stop]
+            expected, _, torch_state = torch_step(part.real, part.imag, torch_state)
+            got, _, onnx_state = onnx_step(part.real, part.imag, onnx_state)
+            assert (got - expected).abs().max() <= 1e-5 * max(1.0, float(expected.abs().max()))
+            if start == 2:  # a state from the torch path goes in too
+                onnx_state = [[history.clone() for history in layer] for layer in torch_state]
+    audio = signal(2, 30 * 441 + 17, seed=3)
+    streamed = np.concatenate(stream(StreamingRestorer(model, "cpu", engine="onnx"), audio, [441, 1000, 7]), axis=1)
+    assert np.abs(streamed - offline(model, audio)).max() <= 1e-5 * max(1.0, float(np.abs(audio).max()))
+    with torch.no_grad():  # offline through the step graph, from a zero state
+        whole = OnnxApollo(tmp_path / "c.onnx", threads=1)(torch.from_numpy(audio)[None])[0].numpy()
+    assert np.abs(whole - offline(model, audio)).max() <= 1e-4
+    sf.write(tmp_path / "in.wav", audio.T, 44100, subtype="FLOAT")
+    assert main(["stream", str(tmp_path / "in.wav"), "-o", str(tmp_path / "out.wav"), "--checkpoint", str(checkpoint),
+                 "--device", "cpu", "--engine", "onnx"]) == 0
+    restored, _ = sf.read(tmp_path / "out.wav", dtype="float32", always_2d=True)
+    np.testing.assert_allclose(restored.T, offline(model, audio), atol=1e-5, rtol=0)
+    with pytest.raises(ApolloError, match="compile"):
+        StreamingRestorer(model, "cpu", compile=True, engine="onnx")
+    with pytest.raises(ApolloError, match="engine"):
+        StreamingRestorer(model, "cpu", engine="tflite")

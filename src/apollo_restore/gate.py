@@ -199,9 +199,9 @@ class PassBandTracker:
         return tuple(part.squeeze(-1) if width == 1 else part for part, width in zip(parts, self.widths, strict=True))
 
     def _frames(self, spec: Tensor) -> Tensor:
-        """Per-frame totals over channels: ``[frames, sum(widths)]``."""
-        stats = [stat.sum(0).to(self.state) for stat in _frame_stats(spec, self.below_db)]
-        return torch.cat([stat if stat.dim() == 2 else stat.unsqueeze(-1) for stat in stats], dim=-1)
+        """Per-frame totals over channels: ``[frames, sum(widths)]`` (counts and float32 sums, as float64)."""
+        stats = [stat if stat.dim() == 3 else stat.unsqueeze(-1) for stat in _frame_stats(spec, self.below_db)]
+        return torch.cat(stats, dim=-1).sum(0).to(self.state)  # one reduction (counts are exact in float32)
 
     def update(self, spec: Tensor) -> None:
         self.state = self.state + self._frames(spec).sum(dim=0)

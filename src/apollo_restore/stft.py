@@ -131,10 +131,13 @@ class OverlapAdd:
         f, count = self.framing, spec.shape[1]
         window = f.window(spec.device)
         signal = torch.fft.irfft(spec, n=f.n_fft, dim=-1) * window  # [channels, count, n_fft]
-        span = (count - 1) * f.hop + f.n_fft
-        added = F.fold(signal.transpose(1, 2), (1, span), (1, f.n_fft), stride=(1, f.hop))[:, 0, 0]
-        weight = window.square().expand(1, count, -1).transpose(1, 2)
-        envelope = F.fold(weight, (1, span), (1, f.n_fft), stride=(1, f.hop))[0, 0, 0]
+        if count == 1:  # a stream's usual call: nothing overlaps within it
+            added, envelope = signal[:, 0], window.square()
+        else:
+            span = (count - 1) * f.hop + f.n_fft
+            added = F.fold(signal.transpose(1, 2), (1, span), (1, f.n_fft), stride=(1, f.hop))[:, 0, 0]
+            weight = window.square().expand(1, count, -1).transpose(1, 2)
+            envelope = F.fold(weight, (1, span), (1, f.n_fft), stride=(1, f.hop))[0, 0, 0]
         offset = f.frame_start(first) - self.emitted  # where the first frame lands in the buffers
         if offset < 0:  # the first frames reach back before sample 0: the offline pass drops those samples
             added, envelope, offset = added[:, -offset:], envelope[-offset:], 0

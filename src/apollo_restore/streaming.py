@@ -28,6 +28,7 @@ counters; all tensors, so it can be saved with ``safetensors`` and a stream resu
 
 from __future__ import annotations
 
+import math
 from typing import NoReturn
 
 import numpy as np
@@ -59,7 +60,7 @@ class StreamingRestorer:
     """
 
     def __init__(self, model: Apollo, device: str | torch.device | None = None, gain: float = 1.0,
-                 compile: bool = False, gate: Gate | None = None):
+                 compile: bool = False, gate: Gate | None = None, engine: str = "torch"):
         if not model.config.causal:
             raise ApolloError("streaming needs a causal model (config causal: true); this one looks ahead in time")
         if not (np.isfinite(gain) and gain > 0):
@@ -70,10 +71,24 @@ class StreamingRestorer:
         self.gain = float(gain)
         self.gate = gate
         self.framing = self.config.framing
-        self._step = CausalStep(self.model)
+        self._step = self._make_step(engine, compile)
         # torch.compile specialises on shapes: compile the steady one-frame call only, run the rest eagerly
         self._one_frame = torch.compile(self._step.__call__, dynamic=False) if compile else self._step
         self.reset()
+
+    def _make_step(self, engine: str, compiled: bool):
+        """The network of one call: `CausalStep` (torch), or its ONNX export through onnxruntime (CPU)."""
+        if engine == "torch":
+            return CausalStep(self.model)
+        if engine != "onnx":
+            raise ApolloError(f"unknown stream engine {engine!r} (torch or onnx)")
+        if compiled:
+            raise ApolloError("--compile compiles the torch step; the onnx engine runs its own graph")
+        if self.device.type != "cpu":
+            raise ApolloError(f"the onnx stream engine runs on the CPU, not {self.device.type} (use --device cpu)")
+        from apollo_restore.export import OnnxCausalStep
+
+        return OnnxCausalStep(self.model)
 
     @property
     def sample_rate(self) -> int:
@@ -109,7 +124,8 @@ class StreamingRestorer:
         self._inbuf = torch.zeros(channels, self.framing.pad, device=self.device)  # the zeros before sample 0
         self._out = OverlapAdd(self.framing, channels, self.device)
 
-    def _check(self, chunk: np.ndarray | Tensor) -> Tensor:
+    def _check(self, chunk: np.ndarray | Tensor) -> tuple[Tensor, float]:
+        """The chunk as float32 ``[channels, n]`` on the device, and its peak (one reduction checks finiteness)."""
         if isinstance(chunk, np.ndarray) and not chunk.flags.writeable:  # e.g. np.frombuffer over raw bytes
             chunk = chunk.copy()
         x = torch.as_tensor(chunk)
@@ -121,18 +137,18 @@ class StreamingRestorer:
             self._start(x.shape[0])
         elif x.shape[0] != self.channels:
             raise ApolloError(f"stream has {self.channels} channels but a chunk has {x.shape[0]}")
-        if not (x.is_floating_point() and torch.isfinite(x).all()):
+        peak = float(x.abs().amax()) if x.is_floating_point() and x.numel() else 0.0  # NaN and inf propagate
+        if not (x.is_floating_point() and math.isfinite(peak)):
             raise ApolloError("stream chunks must hold finite float samples (no integers, NaN or infinity)")
-        return x.to(self.device, torch.float32)
+        return x.to(self.device, torch.float32), peak
 
     @torch.inference_mode()
     def process(self, chunk: np.ndarray | Tensor) -> np.ndarray:
         """Feed ``chunk [channels, n]`` (float, any ``n >= 0``); return the newly final samples ``[channels, m]``."""
-        x = self._check(chunk)
-        self._inbuf = torch.cat([self._inbuf, x * self.gain], dim=1)
+        x, peak = self._check(chunk)
+        self._inbuf = torch.cat([self._inbuf, x if self.gain == 1 else x * self.gain], dim=1)
         self._received += x.shape[1]
-        if x.numel():
-            self._peak = max(self._peak, float(x.abs().max()))
+        self._peak = max(self._peak, peak)
         f = self.framing
         if self._inbuf.shape[1] >= f.n_fft:  # every frame whose last input sample has arrived
             self._run_frames((self._inbuf.shape[1] - f.n_fft) // f.hop + 1)
@@ -159,7 +175,8 @@ class StreamingRestorer:
     def _emit(self, final: int) -> np.ndarray:
         """Return the output samples before ``final`` not yet returned, ``[channels, m]``."""
         at = self._out.emitted / self.sample_rate
-        out = self._out.take(final) / self.gain
+        out = self._out.take(final)
+        out = out if self.gain == 1 else out / self.gain
         if not torch.isfinite(out).all():  # never hand out NaN/inf: the stream cannot go on
             peak = self._peak
             self.reset()

@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subtype", default=None, help="sample format of a .wav/.flac output, e.g. PCM_24")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the one-frame step (needs a C++ compiler; slow start, faster frames)")
+    parser.add_argument("--engine", choices=("torch", "onnx"), default="torch",
+                        help="run the network with torch (default) or its ONNX export through onnxruntime (CPU; the "
+                             "onnx extra)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--threads", type=bounded(int, 1, MAX_WORKERS), default=1,
                         help="torch CPU threads (default 1: one frame per call is too little work to share, and "
@@ -147,7 +150,8 @@ def _stream(args: argparse.Namespace) -> int:
         warnings.filterwarnings("ignore", message="Torchinductor does not support code generation for complex")
     device = pick_device(args.device)
     model, gate = _model(args, device)
-    engine = StreamingRestorer(model, device, gain=10 ** (args.gain_db / 20), compile=args.compile, gate=gate)
+    engine = StreamingRestorer(model, device, gain=10 ** (args.gain_db / 20), compile=args.compile, gate=gate,
+                               engine=args.engine)
     rate = engine.sample_rate
     with contextlib.ExitStack() as stack:
         if args.raw:

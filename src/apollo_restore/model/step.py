@@ -5,8 +5,8 @@ microseconds of dispatch), not their arithmetic (docs/streaming.md, "Where a fra
 computes exactly the layers of `Apollo.network` with as few operations as the maths allows:
 
 - every RMSNorm's weight is folded into the linear map that follows it (``norm(x) @ W.T = rms(x) @ (W * w).T``);
-- the QKV projection's rows are regrouped as queries, keys, values, so that RoPE is one complex multiplication
-  of the (x[2i], x[2i+1]) pairs of queries and keys together;
+- the QKV projection's rows are regrouped as queries, keys, values, so that RoPE rotates queries and keys
+  together (one multiply and one multiply-add);
 - linear maps with a residual are one ``addmm`` (``x + h @ W.T``); the band split and merge are one batched
   matmul with bias (``baddbmm``) per run of equal-width bands;
 - the conv histories are the same tensors as `Apollo.spectral_forward`'s state (``[channels, kernel - 1, bands,
@@ -29,7 +29,7 @@ from torch import Tensor
 from apollo_restore.errors import ApolloError
 from apollo_restore.model.apollo import Apollo, ConvState
 from apollo_restore.model.bands import GAIN_EPS, BandRun
-from apollo_restore.model.layers import BandTransformer, TemporalConvBlock
+from apollo_restore.model.layers import BandTransformer, TemporalConvBlock, apply_rope
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,8 @@ class _Transformer:
     eps: float
     heads: int
     qkv: Tensor  # [3 dim, dim]: queries, keys, values (each heads x head_dim), the attention norm folded in
-    rotation: Tensor  # complex [bands, dim]: RoPE as complex multiplication of the pairs (x[2i], x[2i+1])
+    cos: Tensor  # [bands, 2 dim]: RoPE for queries and keys together (`layers.rope_tables`)
+    sin: Tensor  # [bands, 2 dim], signed
     out: Tensor  # [dim, dim]
     ffn_in: Tensor  # [8 dim, dim], the FFN norm folded in
     ffn_out: Tensor  # [dim, 4 dim]
@@ -49,11 +50,9 @@ class _Transformer:
         heads = layer.heads
         # the module's rows are interleaved per head, [heads, (q k v), head_dim]: regroup them as [(q k v), heads, ...]
         qkv = layer.qkv.weight.unflatten(0, (heads, 3, -1)).transpose(0, 1).flatten(0, 2)
-        # apply_rope rotates (x0, x1) to (x0 cos - x1 sin, x1 cos + x0 sin): (x0 + i x1) (cos + i sin)
-        cos, sin = layer.rope_cos[..., 0::2], layer.rope_sin[..., 1::2]  # [bands, 1, head_dim / 2]
-        rotation = torch.complex(cos, sin).expand(-1, 2 * heads, -1).flatten(1)  # queries and keys
+        cos, sin = (table.expand(-1, 2 * heads, -1).flatten(1) for table in (layer.rope_cos, layer.rope_sin))
         return cls(
-            eps=layer.attn_norm.eps, heads=heads, qkv=_own(qkv * layer.attn_norm.weight), rotation=_own(rotation),
+            eps=layer.attn_norm.eps, heads=heads, qkv=_own(qkv * layer.attn_norm.weight), cos=_own(cos), sin=_own(sin),
             out=_own(layer.attn_out.weight), ffn_in=_own(layer.ffn_in.weight * layer.ffn_norm.weight),
             ffn_out=_own(layer.ffn_out.weight),
         )
@@ -63,8 +62,7 @@ class _Transformer:
         sequences, bands, dim = x.shape
         flat = x.view(-1, dim)
         qkv = (_rms(flat, self.eps) @ self.qkv.T).view(sequences, bands, 3 * dim)
-        pairs = torch.view_as_complex(qkv[..., : 2 * dim].unflatten(-1, (dim, 2)))
-        rotated = torch.view_as_real(pairs * self.rotation).flatten(-2)  # [sequences, bands, 2 dim]
+        rotated = apply_rope(qkv[..., : 2 * dim], self.cos, self.sin)  # [sequences, bands, 2 dim]
         q, k, v = (part.unflatten(-1, (self.heads, -1)).transpose(1, 2)
                    for part in (*rotated.chunk(2, dim=-1), qkv[..., 2 * dim :]))
         attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(-1, dim)
@@ -99,8 +97,9 @@ class _Conv:
         the new history)."""
         frames, dim = x.shape[1], x.shape[-1]
         window = torch.cat([history, x], dim=1)
-        # depthwise along frames: [channels, frames, kernel, bands, dim] (a view) times [kernel, 1, dim], summed
-        h = (window.unfold(1, self.weight.shape[0], 1).permute(0, 1, 4, 2, 3) * self.weight).sum(2).add_(self.bias)
+        h = torch.addcmul(self.bias, window[:, :frames], self.weight[0])  # depthwise along frames: tap by tap
+        for tap in range(1, self.weight.shape[0]):
+            h = h.addcmul_(window[:, tap : tap + frames], self.weight[tap])
         h = F.silu(torch.addmm(self.fc1_bias, _rms(h, self.eps).view(-1, dim), self.fc1.T), inplace=True)
         return torch.addmm(self.fc2_bias, h, self.fc2.T).view_as(x).add_(x), window[:, frames:]
 
@@ -197,6 +196,5 @@ def _rms(x: Tensor, eps: float) -> Tensor:
 
 
 def _own(tensor: Tensor) -> Tensor:
-    """A contiguous copy (float32, or complex64 for complex tensors), detached from the model's parameters."""
-    dtype = torch.complex64 if tensor.is_complex() else torch.float32
-    return tensor.detach().to(dtype, memory_format=torch.contiguous_format, copy=True)
+    """A contiguous float32 copy, detached from the model's parameters."""
+    return tensor.detach().to(torch.float32, memory_format=torch.contiguous_format, copy=True)
