@@ -97,9 +97,12 @@ class _Conv:
         the new history)."""
         frames, dim = x.shape[1], x.shape[-1]
         window = torch.cat([history, x], dim=1)
-        h = torch.addcmul(self.bias, window[:, :frames], self.weight[0])  # depthwise along frames: tap by tap
-        for tap in range(1, self.weight.shape[0]):
-            h = h.addcmul_(window[:, tap : tap + frames], self.weight[tap])
+        if frames == 1:  # a stream's usual call: the window is the kernel's span, one product and one sum
+            h = (window * self.weight).sum(1, keepdim=True).add_(self.bias)
+        else:  # depthwise along frames, tap by tap (this form also exports with the frame count dynamic)
+            h = torch.addcmul(self.bias, window[:, :frames], self.weight[0])
+            for tap in range(1, self.weight.shape[0]):
+                h = h.addcmul_(window[:, tap : tap + frames], self.weight[tap])
         h = F.silu(torch.addmm(self.fc1_bias, _rms(h, self.eps).view(-1, dim), self.fc1.T), inplace=True)
         return torch.addmm(self.fc2_bias, h, self.fc2.T).view_as(x).add_(x), window[:, frames:]
 
