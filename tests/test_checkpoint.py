@@ -255,3 +255,16 @@ def test_weights_that_do_not_fit_name_a_few_keys_of_each_kind_and_count_the_rest
         "x.safetensors: weights do not fit the model config: 1 missing keys (merge.norms.0.weight); "
         "10 unexpected keys (extra.0, extra.1, extra.2 and 7 more); 1 mis-shaped tensors "
         "(blocks.0.band.qkv.weight [1, 2] where the config needs [48, 16])")
+
+
+def test_folder_digest_covers_weights_and_config_not_the_card(tiny_checkpoint):
+    """An evaluation reuses a folder's restored files while its digest holds: a card edit keeps it, a config
+    or weights edit does not."""
+    from apollo_restore import checkpoint
+
+    before = checkpoint.file_sha256(tiny_checkpoint)
+    (tiny_checkpoint / checkpoint.CARD_FILE).write_text("# a new card\n")
+    assert checkpoint.file_sha256(tiny_checkpoint) == before
+    config = tiny_checkpoint / checkpoint.CONFIG_FILE
+    config.write_text(config.read_text() + " ")
+    assert checkpoint.file_sha256(tiny_checkpoint) != before

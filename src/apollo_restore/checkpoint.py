@@ -89,11 +89,14 @@ def save_model(model: Apollo, directory: str | os.PathLike, card: str | None = N
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file, or of a folder's files (recursively, in name order) one after the other."""
+    """sha256 of a file, or of a folder's files (recursively, in name order) one after the other.
+
+    A model folder's card (``README.md``) is left out: it describes the model, so editing it changes no output
+    (an evaluation's restored files stay valid)."""
     path = Path(path)
     digest = hashlib.sha256()
     for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
-        if file.is_file():
+        if file.is_file() and not (path.is_dir() and file.name == CARD_FILE):
             with file.open("rb") as handle:
                 for chunk in iter(lambda h=handle: h.read(1 << 20), b""):
                     digest.update(chunk)
