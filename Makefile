@@ -11,9 +11,9 @@ install:
 
 install-dev: install
 	$(PIP) install -e '.[all]'
-	@command -v lame >/dev/null && command -v ffmpeg >/dev/null || \
-	  (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq --no-install-recommends lame ffmpeg) \
-	  || echo "note: lame/ffmpeg not installed; the real-encoder tests fail under CI=1 and are skipped otherwise"
+	@command -v lame >/dev/null && command -v ffmpeg >/dev/null && command -v g++ >/dev/null || \
+	  (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq --no-install-recommends lame ffmpeg g++) \
+	  || echo "note: lame/ffmpeg/g++ not installed; the real-encoder tests fail under CI=1 and are skipped otherwise"
 	@sh scripts/install-data-deps.sh || \
 	  echo "note: Debian data packages not installed (needs root, apt-get): 3 generator tests will be skipped"
 

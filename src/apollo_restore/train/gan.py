@@ -10,6 +10,7 @@ identical to two passes, and it is one DDP forward per phase).
 from __future__ import annotations
 
 import contextlib
+import shutil
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -72,6 +73,12 @@ class GANTrainer:
         #: rules on where the generator may write (None: it writes every bin), applied before the losses
         self.gate = None if config.gate is None else Gate(config.gate, config.model)
         self.g = _wrap(self.generator, ctx)
+        if config.train.compile is not None:  # training steps only: validation and checkpoints use the plain module
+            has_compiler = any(map(shutil.which, ("g++", "clang++")))
+            if config.train.compile == "inductor" and ctx.device.type == "cpu" and not has_compiler:
+                raise ApolloError("train.compile inductor builds C++ kernels on the CPU and needs g++ "
+                                  "(apt-get install g++), or set train.compile=null to train eagerly")
+            self.g = torch.compile(self.g, backend=config.train.compile, dynamic=False)
         self.d = _wrap(self.discriminator, ctx)
         self.g_opt = torch.optim.AdamW(
             self.generator.parameters(), optim.generator_lr, optim.generator_betas,
