@@ -108,3 +108,21 @@ def test_pick_device():
 def test_restorer_refuses_a_block_length_that_is_not_a_positive_number(block_seconds):
     with pytest.raises(ApolloError, match="block_seconds"):
         Restorer(tiny_model(), "cpu", block_seconds)
+
+
+def test_default_block_length_bounds_one_channels_activations():
+    """By default a block is as long as one channel's residual stream fits BLOCK_BYTES, within 10-60 s."""
+    from apollo_restore.inference import AUTO_BLOCK_SECONDS, BLOCK_BYTES, auto_block_seconds
+    from apollo_restore.model import ApolloConfig
+
+    lengths = {}
+    for dim in (16, 64, 256, 384):
+        config = ApolloConfig(feature_dim=dim)
+        seconds = lengths[dim] = auto_block_seconds(config)
+        assert AUTO_BLOCK_SECONDS[0] <= seconds <= AUTO_BLOCK_SECONDS[1]
+        frames = seconds * config.sample_rate / config.hop
+        assert frames * config.num_bands * dim * 4 <= BLOCK_BYTES or seconds == AUTO_BLOCK_SECONDS[0]
+    assert lengths[16] == AUTO_BLOCK_SECONDS[1] and lengths[384] == AUTO_BLOCK_SECONDS[0]
+    assert lengths[64] > lengths[256] > AUTO_BLOCK_SECONDS[0]
+    model = tiny_model()
+    assert Restorer(model, "cpu").block_seconds == auto_block_seconds(model.config)

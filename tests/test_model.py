@@ -129,6 +129,7 @@ def test_residual_correction_follows_the_frame_level():
 def test_inference_chunks_equal_one_pass_over_all_frames(causal):
     """Chunked inference (several channels, chunks cutting through the conv windows) equals the single pass
     that training runs, and so does a causal model fed in two pieces with its state."""
+    from apollo_restore.model.bands import BandMerge, BandSplit
     from apollo_restore.model.layers import BandTransformer, TemporalConvBlock, spans
 
     assert spans(103, 102) == [(0, 52), (52, 103)] and spans(5, 10) == [(0, 5)]
@@ -137,7 +138,7 @@ def test_inference_chunks_equal_one_pass_over_all_frames(causal):
     with torch.enable_grad():
         whole, _ = model.spectral_forward(spec)
     for module in model.modules():
-        if isinstance(module, BandTransformer | TemporalConvBlock):
+        if isinstance(module, BandSplit | BandTransformer | TemporalConvBlock | BandMerge):
             module.chunk = 4
     with torch.no_grad():
         chunked, _ = model.spectral_forward(spec)

@@ -35,9 +35,15 @@ from apollo_restore.model import Apollo, ApolloConfig
 from apollo_restore.precision import resolve_precision
 
 #: bytes of the residual stream (``[channels, frames, bands, dim]`` floats) of one model pass: all channels of a
-#: block go through the model together up to this (64x2: 11 channels of a 10 s block, 256x6: 2), so memory stays
-#: bounded for any channel count
-PASS_BYTES = 256 << 20
+#: block go through the model together up to this, so memory stays bounded for any channel count (at 256x6 one
+#: channel of a 10 s block is 91 MiB: channels one at a time; 256 MiB, two at a time, peaked 1,240 against 766 MiB
+#: for a 10 s stereo block at the same speed, docs/evaluation.md)
+PASS_BYTES = 128 << 20
+#: the default block: as long as one channel's residual stream fits BLOCK_BYTES (12.3 s at 256x6), within
+#: AUTO_BLOCK_SECONDS; long blocks keep the context each block re-reads small (2 x 0.57 s at 256x6: 9 % of a
+#: 12.3 s block). 192 MiB (24.5 s blocks) peaked at 1,570 MiB for 60 s stereo at 256x6 (docs/evaluation.md)
+BLOCK_BYTES = 96 << 20
+AUTO_BLOCK_SECONDS = (10.0, 60.0)
 #: frames of extra context beyond the receptive field (STFT window overlap and padding effects)
 CONTEXT_MARGIN_FRAMES = 3
 #: the level the model sees: inputs are scaled so that their peak is this (training clips peak near 1)
@@ -101,6 +107,13 @@ class Block:
     stop: int
 
 
+def auto_block_seconds(config: ApolloConfig) -> float:
+    """The default block length for a model: one channel's residual stream within BLOCK_BYTES."""
+    frames = BLOCK_BYTES // (config.num_bands * config.feature_dim * 4)
+    low, high = AUTO_BLOCK_SECONDS
+    return min(high, max(low, frames * config.hop / config.sample_rate))
+
+
 def plan_blocks(length: int, config: ApolloConfig, block_seconds: float) -> list[Block]:
     """Cut ``length`` samples into blocks with enough real context for an exact result."""
     hop = config.hop
@@ -117,7 +130,7 @@ def plan_blocks(length: int, config: ApolloConfig, block_seconds: float) -> list
 class Restorer:
     """Runs a model over arrays or files of any length (see module docstring)."""
 
-    def __init__(self, model: Apollo, device: str | torch.device | None = None, block_seconds: float = 10.0,
+    def __init__(self, model: Apollo, device: str | torch.device | None = None, block_seconds: float | None = None,
                  gate: Gate | None = None, precision: str = "fp32"):
         self.device = pick_device(device)
         self.dtype = resolve_precision(precision, self.device)
@@ -128,6 +141,8 @@ class Restorer:
         self.gate = gate
         if self.device.type == "cpu":
             keep_freed_memory()
+        if block_seconds is None:
+            block_seconds = auto_block_seconds(model.config)
         if not (isinstance(block_seconds, (int, float)) and math.isfinite(block_seconds) and block_seconds > 0):
             raise ApolloError(f"block_seconds must be a positive number of seconds, got {block_seconds!r}")
         self.block_seconds = block_seconds

@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (the slowest metric)")
     parser.add_argument("--rtf-iterations", type=bounded(int, 0, 100000), default=5, metavar="N",
                         help="1 s forwards timed per checkpoint for the RTF column (0: skip)")
-    parser.add_argument("--block-seconds", type=bounded(float, *BLOCK_SECONDS), default=10.0,
-                        help="audio per model pass when restoring")
+    parser.add_argument("--block-seconds", type=bounded(float, *BLOCK_SECONDS), default=None,
+                        help="audio per model pass when restoring (default: as apollo restore)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 

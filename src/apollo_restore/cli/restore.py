@@ -47,9 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=("torch", "onnx"), default="torch",
                         help="run the network with torch (default) or onnxruntime (CPU, fp32; a .onnx "
                              "--checkpoint from apollo export, or any checkpoint exported on the fly)")
-    parser.add_argument("--block-seconds", type=bounded(float, *BLOCK_SECONDS), default=10.0,
-                        help="audio per model pass, 1 to 600 (default 10); memory grows with it, the result does "
-                             "not change")
+    parser.add_argument("--block-seconds", type=bounded(float, *BLOCK_SECONDS), default=None,
+                        help="audio per model pass, 1 to 600 (default: what fits 96 MiB per channel, 10-60 s: 12 s "
+                             "at 256x6); memory grows with it, the result does not change")
     parser.add_argument("--spectrogram", type=Path, default=None,
                         help="also write a before/after spectrogram PNG (one input only)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from apollo_restore.checkpoint import load_checkpoint
 from apollo_restore.errors import ApolloError
 from apollo_restore.export import OnnxApollo, export_onnx
-from apollo_restore.inference import Restorer, pick_device
+from apollo_restore.inference import Restorer, keep_freed_memory, pick_device
 from apollo_restore.model import Apollo, ApolloConfig
 from apollo_restore.precision import resolve_precision
 
@@ -58,7 +58,7 @@ class BenchConfig:
     channels: int = 1
     long_seconds: tuple[float, ...] = (10.0, 60.0)
     threads: int | None = None
-    block_seconds: float = 10.0
+    block_seconds: float | None = None  # None: inference.auto_block_seconds
     precision: str = "fp32"
     engine: str = "torch"
 
@@ -225,6 +225,8 @@ def run_bench(config: BenchConfig) -> BenchResult:
     if config.threads:
         torch.set_num_threads(config.threads)
     device = pick_device(config.device)
+    if device.type == "cpu":  # what `apollo restore` runs with (Restorer): the 1 s forwards too
+        keep_freed_memory()
     model, gate = _load(config)
     model = model.to(device)
     sr = model.config.sample_rate

@@ -43,7 +43,7 @@ class EvalConfig:
     device: str | None = None  # None: CUDA when present, else CPU
     jobs: int = 1
     visqol: bool = True
-    block_seconds: float = 10.0
+    block_seconds: float | None = None  # None: inference.auto_block_seconds
     rtf_iterations: int = 5  # 1 s forwards timed per checkpoint for Table II's RTF column (0: skip)
     progress: bool = True
 

@@ -35,10 +35,10 @@ class BandSequenceBlock(nn.Module):
         )
 
     def forward(self, x: Tensor, state: ConvState | None) -> tuple[Tensor, ConvState]:
-        x = self.band(x)
+        x = self.band(x)  # a new tensor, so the convolutions may write over it
         new_state = []
         for i, block in enumerate(self.time):
-            x, history = block(x, None if state is None else state[i])
+            x, history = block(x, None if state is None else state[i], inplace=True)
             if history is not None:
                 new_state.append(history)
         return x, new_state

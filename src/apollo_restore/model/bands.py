@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from apollo_restore.model.layers import BandwiseLinear, RMSNorm
+from apollo_restore.model.layers import BandwiseLinear, RMSNorm, frame_chunk, spans
 
 GAIN_EPS = torch.finfo(torch.float32).eps
 
@@ -63,10 +63,22 @@ class BandSplit(nn.Module):
     def __init__(self, widths: tuple[int, ...], dim: int):
         super().__init__()
         self.runs = band_runs(widths)
+        self.num_bands, self.dim = len(widths), dim
+        self.chunk = 2 * frame_chunk(self.num_bands, dim)  # frames per inference chunk (output 1/4 of the FFN's)
         self.norms = nn.ModuleList(RMSNorm(r.bands, 2 * r.width + 1) for r in self.runs)
         self.projections = nn.ModuleList(BandwiseLinear(r.bands, 2 * r.width + 1, dim) for r in self.runs)
 
     def forward(self, real: Tensor, imag: Tensor) -> Tensor:
+        chunks = spans(real.shape[1], self.chunk)
+        if torch.is_grad_enabled() or len(chunks) == 1:
+            return self._embed(real, imag)
+        # without gradients: chunks of frames written into one output (no per-run parts and copy of them all)
+        out = real.new_empty(*real.shape[:2], self.num_bands, self.dim, dtype=self.projections[0].weight.dtype)
+        for start, stop in chunks:
+            out[:, start:stop] = self._embed(real[:, start:stop], imag[:, start:stop])
+        return out
+
+    def _embed(self, real: Tensor, imag: Tensor) -> Tensor:
         parts = [
             proj(norm(gain_shape(real, imag, run).to(proj.weight.dtype)))
             for run, norm, proj in zip(self.runs, self.norms, self.projections, strict=True)
@@ -83,10 +95,19 @@ class BandMerge(nn.Module):
     def __init__(self, widths: tuple[int, ...], dim: int):
         super().__init__()
         self.runs = band_runs(widths)
+        self.chunk = 2 * frame_chunk(len(widths), dim)  # frames per inference chunk
         self.norms = nn.ModuleList(RMSNorm(r.bands, dim) for r in self.runs)
         self.projections = nn.ModuleList(BandwiseLinear(r.bands, dim, 4 * r.width) for r in self.runs)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        chunks = spans(x.shape[1], self.chunk)
+        if torch.is_grad_enabled() or len(chunks) == 1:
+            return self._spectrum(x)
+        # without gradients: chunks of frames, so the norm's full-size temporaries are never all held at once
+        pieces = [self._spectrum(x[:, start:stop]) for start, stop in chunks]
+        return torch.cat([real for real, _ in pieces], dim=1), torch.cat([imag for _, imag in pieces], dim=1)
+
+    def _spectrum(self, x: Tensor) -> tuple[Tensor, Tensor]:
         reals, imags = [], []
         for run, norm, proj in zip(self.runs, self.norms, self.projections, strict=True):
             band = x[:, :, run.first_band : run.first_band + run.bands]

@@ -168,22 +168,31 @@ class TemporalConvBlock(nn.Module):
         """Input frames before and after an output frame that it depends on."""
         return (self.kernel - 1, 0) if self.causal else (self.kernel // 2, self.kernel // 2)
 
-    def forward(self, x: Tensor, history: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """``x [batch, frames, bands, dim]`` -> (same shape, new history or None when non-causal)."""
+    def forward(self, x: Tensor, history: Tensor | None = None, inplace: bool = False
+                ) -> tuple[Tensor, Tensor | None]:
+        """``x [batch, frames, bands, dim]`` -> (same shape, new history or None when non-causal).
+
+        ``inplace`` (without gradients): the result is written over ``x`` chunk by chunk (each chunk's input
+        frames that the next chunk still reads are kept aside first), so no second residual stream is held."""
         before, after = self.reach
         frames = x.shape[1]
+        new_history = self._window(x, history, frames - before, frames).clone() if self.causal else None
         if torch.is_grad_enabled() or x.shape[0] * frames <= self.chunk:
-            out = x + self._step(self._window(x, history, -before, frames + after))
-        else:
-            out = torch.empty_like(x)
-            for b in range(x.shape[0]):
-                item, past = x[b : b + 1], None if history is None else history[b : b + 1]
-                for start, stop in spans(frames, self.chunk):
+            residual = self._step(self._window(x, history, -before, frames + after))
+            return (x.add_(residual) if inplace and not torch.is_grad_enabled() else x + residual), new_history
+        out = x if inplace else torch.empty_like(x)
+        for b in range(x.shape[0]):
+            item, past = x[b : b + 1], None if history is None else history[b : b + 1]
+            carried = None  # in place: the input frames [start - before, start), kept before they were overwritten
+            for start, stop in spans(frames, self.chunk):
+                if carried is None:
                     window = self._window(item, past, start - before, stop + after)
-                    torch.add(item[:, start:stop], self._step(window), out=out[b : b + 1, start:stop])
-        if not self.causal:
-            return out, None
-        return out, self._window(x, history, frames - before, frames)
+                else:
+                    window = torch.cat([carried, self._window(item, None, start, stop + after)], dim=1)
+                if inplace:  # input frames [stop - before, stop), still as they came in
+                    carried = window[:, stop - start : stop - start + before].clone()
+                torch.add(item[:, start:stop], self._step(window), out=out[b : b + 1, start:stop])
+        return out, new_history
 
     def _window(self, x: Tensor, history: Tensor | None, start: int, stop: int) -> Tensor:
         """Input frames ``[start, stop)`` of ``x [batch, frames, ...]``: frames before 0 come from ``history``
