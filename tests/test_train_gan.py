@@ -260,8 +260,6 @@ def test_kept_bins_term_holds_phase_where_the_codec_kept_the_signal_only():
         kept(clean, clean)
 
 
-
-
 def test_compiled_training_step_equals_eager():
     """``train.compile`` runs the generator's step through torch.compile: same losses and gradients as eager.
 

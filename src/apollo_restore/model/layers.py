@@ -176,10 +176,14 @@ class TemporalConvBlock(nn.Module):
         frames that the next chunk still reads are kept aside first), so no second residual stream is held."""
         before, after = self.reach
         frames = x.shape[1]
-        new_history = self._window(x, history, frames - before, frames).clone() if self.causal else None
+        inplace = inplace and not torch.is_grad_enabled()
+        new_history = None
+        if self.causal:  # the last input frames, copied first when x is about to be overwritten
+            new_history = self._window(x, history, frames - before, frames)
+            new_history = new_history.clone() if inplace else new_history
         if torch.is_grad_enabled() or x.shape[0] * frames <= self.chunk:
             residual = self._step(self._window(x, history, -before, frames + after))
-            return (x.add_(residual) if inplace and not torch.is_grad_enabled() else x + residual), new_history
+            return (x.add_(residual) if inplace else x + residual), new_history
         out = x if inplace else torch.empty_like(x)
         for b in range(x.shape[0]):
             item, past = x[b : b + 1], None if history is None else history[b : b + 1]

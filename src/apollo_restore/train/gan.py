@@ -74,8 +74,8 @@ class GANTrainer:
         self.gate = None if config.gate is None else Gate(config.gate, config.model)
         self.g = _wrap(self.generator, ctx)
         if config.train.compile is not None:  # training steps only: validation and checkpoints use the plain module
-            has_compiler = any(map(shutil.which, ("g++", "clang++")))
-            if config.train.compile == "inductor" and ctx.device.type == "cpu" and not has_compiler:
+            builds_cpu_kernels = config.train.compile == "inductor" and ctx.device.type == "cpu"
+            if builds_cpu_kernels and not any(map(shutil.which, ("g++", "clang++"))):
                 raise ApolloError("train.compile inductor builds C++ kernels on the CPU and needs g++ "
                                   "(apt-get install g++), or set train.compile=null to train eagerly")
             self.g = torch.compile(self.g, backend=config.train.compile, dynamic=False)
