@@ -82,6 +82,18 @@ def test_cli_bench_writes_json(tmp_path, capsys):
     assert "GFLOP/s" in capsys.readouterr().out
 
 
+def test_cli_bench_int8_row_counts_the_same_model(tmp_path):
+    from apollo_restore.cli import main
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--config", "16x1", "-n", "1", "--warmup", "0", "--long", "--device", "cpu",
+                 "--precision", "fp32", "--precision", "int8", "-o", str(out)]) == 0
+    fp32, int8 = json.loads(out.read_text())["results"]
+    assert int8["label"] == "16x1 int8" and int8["rtf_mean"] > 0
+    assert int8["params"] == fp32["params"] > 0  # packed int8 weights are counted as the model's parameters
+    assert int8["gflop_per_second_of_audio"] == fp32["gflop_per_second_of_audio"]
+
+
 @pytest.mark.parametrize("argv", [["--config", "64y2"], [], ["--config", "16x1", "-o", "bench.txt"],
                                   ["--config", "16x1", "--long", "-1"]])
 def test_cli_bench_bad_arguments_are_one_line_errors(argv, capsys):

@@ -173,6 +173,22 @@ def test_evaluate_refuses_to_mix_outputs_of_two_checkpoints(tiny_run, tmp_path, 
     assert "another checkpoint" in err and len(err.splitlines()) == 1
 
 
+def test_evaluate_keeps_each_precision_in_its_own_system(tiny_run, tmp_path, capsys):
+    import json
+    import shutil
+
+    testset, checkpoint, shared = tiny_run
+    out = tmp_path / "out"  # the shared run's fp32 outputs, in a folder of this test's own
+    shutil.copytree(shared / "restored", out / "restored")
+    argv = ["evaluate", "--data", testset, "--checkpoint", checkpoint, "-o", out, "-q", "--precision", "int8"]
+    assert _apollo(*argv) == 1  # the fp32 outputs of this checkpoint are not reused as int8 ones
+    err = capsys.readouterr().err.strip()
+    assert "holds fp32 outputs" in err and len(err.splitlines()) == 1
+    assert _apollo(*argv, "--name", "tiny-int8", "--no-visqol", "--rtf-iterations", 0, "--jobs", 1) == 0
+    assert json.loads((out / "results.json").read_text())["systems"]["tiny-int8"]["precision"] == "int8"
+    assert json.loads((out / "restored" / "tiny" / "source.json").read_text())["precision"] == "fp32"
+
+
 def test_compare_merges_systems_and_keeps_one_baseline(tiny_run, tmp_path):
     """The second run's model is residual and untrained, i.e. the identity: through restoration, files and
     scoring it must score exactly like the unprocessed input."""

@@ -1,7 +1,10 @@
-"""Numeric precision of inference: ``fp32``, ``bf16``, ``fp16``, or ``auto`` (chosen per device, measured).
+"""Numeric precision of inference: ``fp32``, ``bf16``, ``fp16``, ``int8``, or ``auto`` (chosen per device, measured).
 
 Reduced precision applies to the network only (`Apollo.with_precision`): the STFT, the gain-shape features,
-the head's output and the residual sum stay float32. ``auto``:
+the head's output and the residual sum stay float32. ``int8`` (CPU only, never chosen by ``auto``: it changes
+the output more than bf16) is dynamic quantisation of the band transformers' and temporal convolutions'
+linear layers: int8 weights, activations quantised per call, int32 accumulation, float32 everywhere else
+(band split and merge, norms, attention, convolutions). ``auto``:
 
 - CUDA: bf16 where the GPU supports it, else fp16 (tensor cores run both; fp16 has the smaller range);
 - CPU: bf16 only where the CPU has bf16 matrix units (AMX tiles or AVX-512 BF16) *and* a model-shaped bf16
@@ -21,8 +24,9 @@ import torch
 
 from apollo_restore.errors import ApolloError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+#: ``torch.qint8`` stands for int8 dynamic quantisation of the linear layers (activations stay float32)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.qint8}
 #: bf16 must beat fp32 by this much on a model-shaped matmul for ``auto`` to pick it on a CPU
 AUTO_MIN_SPEEDUP = 1.3
 
@@ -58,6 +62,11 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     """The dtype that precision ``name`` means on ``device`` (see module docstring)."""
     if name not in PRECISIONS:
         raise ApolloError(f"unknown precision {name!r} (use {', '.join(PRECISIONS)})")
+    if name == "int8":
+        if device.type != "cpu":
+            raise ApolloError(f"int8 runs on the CPU only (use --device cpu, or bf16/fp16 on {device.type})")
+        if not set(torch.backends.quantized.supported_engines) & {"x86", "fbgemm", "qnnpack"}:
+            raise ApolloError("this torch build has no int8 CPU kernels (fbgemm/qnnpack): use fp32")
     if name != "auto":
         return DTYPES[name]
     if device.type == "cuda":

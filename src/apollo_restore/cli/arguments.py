@@ -18,6 +18,8 @@ BLOCK_SECONDS = (1.0, 600.0)
 MAX_CHANNELS = 64
 #: most CPU threads / parallel processes asked for
 MAX_WORKERS = 256
+#: the network precisions (`apollo_restore.precision.PRECISIONS`, spelled here so the CLI starts without torch)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 
 def bounded(kind: type, low: float | None = None, high: float | None = None) -> Callable[[str], float | int]:

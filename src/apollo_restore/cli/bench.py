@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from apollo_restore.cli.arguments import MAX_CHANNELS, MAX_WORKERS, bounded
+from apollo_restore.cli.arguments import MAX_CHANNELS, MAX_WORKERS, PRECISIONS, bounded
 from apollo_restore.errors import ApolloError
 
 NAME = "bench"
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stereo clip lengths through restore (default: 10 60; none: skip)")
     parser.add_argument("--threads", type=bounded(int, 1, MAX_WORKERS), default=None,
                         help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--precision", action="append", default=[], choices=("fp32", "bf16", "fp16", "auto"),
+    parser.add_argument("--precision", action="append", default=[], choices=PRECISIONS,
                         help="network precision (repeatable; default: fp32 and bf16 side by side; the long "
                              "inputs run for the first one only)")
     parser.add_argument("--engine", action="append", default=[], choices=("torch", "onnx"),

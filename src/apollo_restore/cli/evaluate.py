@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from apollo_restore.cli.arguments import BLOCK_SECONDS, MAX_WORKERS, bounded
+from apollo_restore.cli.arguments import BLOCK_SECONDS, MAX_WORKERS, PRECISIONS, bounded
 from apollo_restore.errors import ApolloError
 
 NAME = "evaluate"
@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="1 s forwards timed per checkpoint for the RTF column (0: skip)")
     parser.add_argument("--block-seconds", type=bounded(float, *BLOCK_SECONDS), default=None,
                         help="audio per model pass when restoring (default: as apollo restore)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="network precision of the checkpoints (as apollo restore; default fp32)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     checkpoints = args.checkpoint if args.checkpoint is not None else ([None] if args.data else [])
     config = runner.EvalConfig(out_dir=args.out, checkpoints=tuple(checkpoints), names=tuple(args.name or ()),
                                device=None if args.device in (None, "auto") else args.device, jobs=args.jobs,
-                               visqol=not args.no_visqol, block_seconds=args.block_seconds,
+                               visqol=not args.no_visqol, block_seconds=args.block_seconds, precision=args.precision,
                                rtf_iterations=max(0, args.rtf_iterations),
                                progress=not args.quiet)
     rows, systems = runner.evaluate(evalset, config)

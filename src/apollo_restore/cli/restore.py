@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from apollo_restore.audio import INPUT_EXTENSIONS
-from apollo_restore.cli.arguments import BLOCK_SECONDS, bounded
+from apollo_restore.cli.arguments import BLOCK_SECONDS, PRECISIONS, bounded
 from apollo_restore.errors import ApolloError, one_line
 from apollo_restore.files import claim, find_files, missing_input, same_file
 
@@ -41,9 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None,
                         help="model folder, .safetensors, reference .bin/.ckpt, or bundled name (default: default)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="fp32",
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="network precision (auto: bf16/fp16 on CUDA, bf16 on CPUs with bf16 matrix units where "
-                             "it measures faster, else fp32; default fp32)")
+                             "it measures faster, else fp32; int8: dynamically quantised linear layers, CPU; "
+                             "default fp32)")
     parser.add_argument("--engine", choices=("torch", "onnx"), default="torch",
                         help="run the network with torch (default) or onnxruntime (CPU, fp32; a .onnx "
                              "--checkpoint from apollo export, or any checkpoint exported on the fly)")

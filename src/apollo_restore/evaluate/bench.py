@@ -233,6 +233,7 @@ def run_bench(config: BenchConfig) -> BenchResult:
     x = torch.from_numpy(_test_signal(config.channels, sr))[None].to(device)  # [1, channels, sr]: 1 s
     flops = count_flops(model, x)
     dtype = resolve_precision(config.precision, device)
+    params = model.num_parameters()  # int8 layers hold packed weights, not parameters
     model = _engine(model, config.engine, device) if dtype == torch.float32 else model.with_precision(dtype)
     time_forward(model, x, 0, config.warmup)
     faults_before = _minor_faults()
@@ -253,12 +254,20 @@ def run_bench(config: BenchConfig) -> BenchResult:
         long.append({"seconds": seconds, "channels": 2, "wall_s": elapsed, "rtf": elapsed / seconds,
                      "peak_mb": peak.peak_mb})
     return BenchResult(
-        label=config.label, device=str(device), threads=torch.get_num_threads(), params=model.num_parameters(),
+        label=config.label, device=str(device), threads=torch.get_num_threads(), params=params,
         channels=config.channels, rtf_mean=mean, rtf_std=float(np.std(times)), iterations=config.iterations,
         peak_mb_1s=memory.peak_mb, gflop_per_second_of_audio=flops / 1e9, achieved_gflops=flops / mean / 1e9,
-        matmul_gflops=matmul_gflops(device, MATMUL_SIZE if dtype == torch.float32 else MATMUL_SIZE // 4, dtype=dtype),
+        matmul_gflops=_matmul_baseline(device, dtype),
         page_faults_per_iter=faults, long=long,
     )
+
+
+def _matmul_baseline(device, dtype: torch.dtype) -> float:
+    """The matmul rate a row is compared with: 2048^2 in fp32 (int8 rows too: their non-linear work and
+    quantisation run in float32), 512^2 in bf16/fp16 (slow without matrix units)."""
+    if dtype in (torch.float32, torch.qint8):
+        return matmul_gflops(device, MATMUL_SIZE)
+    return matmul_gflops(device, MATMUL_SIZE // 4, dtype=dtype)
 
 
 def _engine(model, engine: str, device):

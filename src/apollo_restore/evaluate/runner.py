@@ -44,6 +44,7 @@ class EvalConfig:
     jobs: int = 1
     visqol: bool = True
     block_seconds: float | None = None  # None: inference.auto_block_seconds
+    precision: str = "fp32"  # of the checkpoints' networks (apollo_restore.precision)
     rtf_iterations: int = 5  # 1 s forwards timed per checkpoint for Table II's RTF column (0: skip)
     progress: bool = True
 
@@ -210,15 +211,18 @@ def restore_with_checkpoint(evalset: EvalSet, checkpoint: str | None, name: str 
     model, gate = load_checkpoint(path)
     info = {"kind": "checkpoint", "checkpoint": str(path), "sha256": file_sha256(path),
             "params": model.num_parameters(), "config": model.config.to_dict(),
-            "gate": None if gate is None else gate.config.to_dict()}
+            "gate": None if gate is None else gate.config.to_dict(), "precision": config.precision}
     previous = json.loads(source_file.read_text()) if source_file.is_file() else {}
     if previous and previous.get("sha256") != info["sha256"]:
         raise ApolloError(f"{folder} holds outputs of another checkpoint ({previous.get('checkpoint')}): "
                           "use another --out or --name")
+    if previous and previous.get("precision", "fp32") != config.precision:
+        raise ApolloError(f"{folder} holds {previous.get('precision', 'fp32')} outputs of this checkpoint: "
+                          "use another --out or --name")
     info.update({key: previous[key] for key in ("rtf_ms", "rtf_device") if key in previous})
     folder.mkdir(parents=True, exist_ok=True)
     source_file.write_text(json.dumps(info, indent=2))
-    restorer = Restorer(model, config.device, config.block_seconds, gate)
+    restorer = Restorer(model, config.device, config.block_seconds, gate, config.precision)
     todo = [e for e in evalset.examples if not (folder / f"{e.id}.wav").is_file()]
     for example in tqdm(todo, desc=f"restoring ({system})", unit="clip", disable=not config.progress or not todo):
         audio, sr = read_audio(example.degraded)

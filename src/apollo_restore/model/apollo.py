@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from copy import deepcopy
 
@@ -112,8 +113,16 @@ class Apollo(nn.Module):
 
     def with_precision(self, dtype: torch.dtype) -> Apollo:
         """A copy whose network (band split and merge, blocks) holds its weights and activations in ``dtype``;
-        the STFT, the gain-shape features, the head's output and the residual sum stay float32."""
+        the STFT, the gain-shape features, the head's output and the residual sum stay float32.
+
+        ``torch.qint8``: the blocks' linear layers dynamically quantised (int8 weights, per-call int8
+        activations; CPU), everything else float32."""
         copy = deepcopy(self)
+        if dtype == torch.qint8:
+            with warnings.catch_warnings():  # torch.ao's eager-mode API is deprecated in favour of torchao
+                warnings.simplefilter("ignore")
+                torch.ao.quantization.quantize_dynamic(copy.blocks, {nn.Linear}, dtype=torch.qint8, inplace=True)
+            return copy
         for part in (copy.split, copy.blocks, copy.merge):
             part.to(dtype)
         return copy
