@@ -29,6 +29,9 @@ def test_onnx_engine_equals_torch_at_any_length(tmp_path, residual):
     from apollo_restore.export import OnnxApollo, export_onnx, onnx_config
 
     model = _trained_like(1, residual=residual)
+    for module in model.modules():  # frame chunks shorter than the example, as a 256x6 model's are
+        if hasattr(module, "chunk"):
+            module.chunk = 4
     path = export_onnx(model, tmp_path / "m.onnx")
     assert onnx_config(path) == model.config
     engine = OnnxApollo(path, threads=1)

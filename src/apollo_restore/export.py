@@ -109,7 +109,9 @@ def onnx_bytes(model: Apollo) -> bytes:
         module, args, inputs, outputs = _Network(model), (example, example.clone()), [*INPUTS], [*OUTPUTS]
         dynamic = {name: {0: "batch", 1: "frames"} for name in (*INPUTS, *OUTPUTS)}
     buffer = io.BytesIO()
-    with torch.no_grad():
+    # traced with gradients on: the one-pass path. Without them inference loops over frame chunks counted from
+    # the example's length, which a graph of dynamic length cannot carry (at 256x6 it divided by zero).
+    with torch.enable_grad():
         torch.onnx.export(module, args, buffer, input_names=inputs, output_names=outputs, dynamic_axes=dynamic,
                           opset_version=OPSET, dynamo=False)
     proto = onnx.load_from_string(buffer.getvalue())
