@@ -20,8 +20,11 @@ and frames dynamic. A host feeds each output state back with the next frames (``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -109,9 +112,7 @@ def onnx_bytes(model: Apollo) -> bytes:
         module, args, inputs, outputs = _Network(model), (example, example.clone()), [*INPUTS], [*OUTPUTS]
         dynamic = {name: {0: "batch", 1: "frames"} for name in (*INPUTS, *OUTPUTS)}
     buffer = io.BytesIO()
-    # traced with gradients on: the one-pass path. Without them inference loops over frame chunks counted from
-    # the example's length, which a graph of dynamic length cannot carry (at 256x6 it divided by zero).
-    with torch.enable_grad():
+    with torch.no_grad(), _one_pass(model):
         torch.onnx.export(module, args, buffer, input_names=inputs, output_names=outputs, dynamic_axes=dynamic,
                           opset_version=OPSET, dynamo=False)
     proto = onnx.load_from_string(buffer.getvalue())
@@ -119,6 +120,21 @@ def onnx_bytes(model: Apollo) -> bytes:
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     return proto.SerializeToString()
+
+
+@contextlib.contextmanager
+def _one_pass(model: Apollo) -> Iterator[None]:
+    """Inference over all frames in one chunk while tracing: the frame-chunk loops count their chunks from the
+    example's length, which a graph of dynamic length cannot carry (at 256x6 it divided by zero)."""
+    chunked = [m for m in model.modules() if hasattr(m, "chunk")]
+    saved = [m.chunk for m in chunked]
+    for m in chunked:
+        m.chunk = sys.maxsize
+    try:
+        yield
+    finally:
+        for m, chunk in zip(chunked, saved, strict=True):
+            m.chunk = chunk
 
 
 def onnx_config(path: str | os.PathLike) -> ApolloConfig:
