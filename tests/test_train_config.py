@@ -46,7 +46,7 @@ def test_defaults_are_the_paper_recipe():
     ("text", "message"),
     [
         ("train: {bach_size: 2}\n", "unknown config key 'train.bach_size'; valid keys: run_dir, seed, batch_size"),
-        ("modle: {}\n", "unknown config key 'modle'; valid keys: model, gate, data, validation"),
+        ("modle: {}\n", "unknown config key 'modle'; valid keys: model, gate, inference_gate, data, validation"),
         ("data: {degrade: {bitrate: [32]}}\n", "unknown config key 'data.degrade.bitrate'; valid keys: codec"),
         ("train: {batch_size: two}\n", "config key 'train.batch_size' must be an integer"),
         ("optim: {generator_betas: [0.9]}\n", "config key 'optim.generator_betas' must hold 2 values"),

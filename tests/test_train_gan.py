@@ -283,3 +283,29 @@ def test_compiled_training_step_equals_eager():
     assert sum(float(g.abs().sum()) for g in eager_grads.values()) > 0
     for name, grad in eager_grads.items():
         torch.testing.assert_close(compiled_grads[name], grad, rtol=1e-4, atol=1e-7)
+
+
+def test_inference_gate_acts_at_validation_and_in_checkpoints_only(tmp_path):
+    """A gate-free generator validated through a pass-band gate: the training step writes every bin, the
+    validation restore keeps the codec's pass band, and `served_gate` (what checkpoints carry) is that gate."""
+    from apollo_restore.gate import Gate
+
+    served = GateConfig(keep_pass_band=True, level_cap=False)
+    experiment = dataclasses.replace(tiny_experiment(), inference_gate=served)
+    assert experiment.served_gate == served and tiny_experiment().served_gate is None
+    assert dataclasses.replace(experiment, inference_gate=None, gate=served).served_gate == served
+    trainer = GANTrainer(experiment, init_distributed("cpu"))
+    assert trainer.gate is None and trainer.inference_gate.config == served
+    degraded, _ = clips()
+    with torch.no_grad():
+        for p in trainer.generator.parameters():  # far from the identity, so the gate's effect shows
+            p.add_(0.2 * torch.randn_like(p))
+        ungated = trainer.generator.eval()(degraded)
+        gated = trainer.generator(degraded, Gate(served, experiment.model).bind(channels=2))
+    restored = trainer.restore(degraded)
+    torch.testing.assert_close(restored, gated)
+    assert (restored - ungated).abs().max() > 1e-3
+    spectrum = (torch.fft.rfft(restored) - torch.fft.rfft(degraded)).abs()
+    pass_band = torch.fft.rfftfreq(degraded.shape[-1], 1 / SR) < 3000
+    other = (torch.fft.rfft(ungated) - torch.fft.rfft(degraded)).abs()
+    assert spectrum[..., pass_band].mean() < 0.2 * other[..., pass_band].mean()  # the pass band comes through

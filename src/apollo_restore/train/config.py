@@ -145,12 +145,20 @@ class ExperimentConfig:
 
     model: ApolloConfig = field(default_factory=ApolloConfig)
     gate: GateConfig | None = None  # rules on where the generator may write (`apollo_restore.gate`); None: none
+    #: the gate of validation and of the saved checkpoints, where it differs from ``gate``: rules applied at
+    #: inference only, the generator trains without them (may change when a run resumes); None: ``gate``
+    inference_gate: GateConfig | None = None
     data: MixConfig = field(default_factory=MixConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def served_gate(self) -> GateConfig | None:
+        """The gate validation restores through and the saved checkpoints carry."""
+        return self.inference_gate or self.gate
 
 
 #: the one environment variable configs may use for where data lives: ``${APOLLO_DATA}/realset``

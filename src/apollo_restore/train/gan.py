@@ -72,6 +72,8 @@ class GANTrainer:
         self.discriminator = MultiResolutionDiscriminator(config.discriminator).to(ctx.device)
         #: rules on where the generator may write (None: it writes every bin), applied before the losses
         self.gate = None if config.gate is None else Gate(config.gate, config.model)
+        #: what validation restores through and checkpoints carry (`ExperimentConfig.inference_gate`)
+        self.inference_gate = None if config.served_gate is None else Gate(config.served_gate, config.model)
         self.g = _wrap(self.generator, ctx)
         if config.train.compile is not None:  # training steps only: validation and checkpoints use the plain module
             builds_cpu_kernels = config.train.compile == "inductor" and ctx.device.type == "cpu"
@@ -104,9 +106,10 @@ class GANTrainer:
             raise ApolloError(f"train.init_from {source}: its model config differs from this run's model config")
         self.generator.load_state_dict(state)
 
-    def _post(self, audio: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
-        """The gate for a batch ``[batch, channels, samples]``: each example's cut over all its channels."""
-        return None if self.gate is None else self.gate.bind(channels=audio.shape[1])
+    @staticmethod
+    def _post(audio: torch.Tensor, gate: Gate | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        """``gate`` for a batch ``[batch, channels, samples]``: each example's cut over all its channels."""
+        return None if gate is None else gate.bind(channels=audio.shape[1])
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed-precision context for network forwards (a no-op at fp32)."""
@@ -130,7 +133,7 @@ class GANTrainer:
         self.d.train()
         n = degraded.shape[0]
         with self.autocast():
-            restored = self.g(degraded, self._post(degraded)).float()
+            restored = self.g(degraded, self._post(degraded, self.gate)).float()
         rec = self.reconstruction(restored, clean, degraded)
         metrics: dict[str, float] = {}
         if adversarial:
@@ -177,7 +180,7 @@ class GANTrainer:
         """Generator inference (eval mode, no DDP): ``[batch, channels, samples]`` -> same shape."""
         self.generator.eval()
         with self.autocast():
-            out = self.generator(degraded, self._post(degraded)).float()
+            out = self.generator(degraded, self._post(degraded, self.inference_gate)).float()
         self.generator.train()
         return out
 

@@ -254,7 +254,7 @@ class Trainer:
         buffer = io.BytesIO()
         torch.save(state, buffer)
         self._state_digest = write_state(self.run_dir, buffer.getvalue(), self._state_digest)
-        save_model(self.gan.generator, self.run_dir / "last", card=self._card("last"), gate=self.config.gate)
+        save_model(self.gan.generator, self.run_dir / "last", card=self._card("last"), gate=self.config.served_gate)
 
     def _card(self, which: str) -> str:
         p = self.progress
@@ -356,7 +356,8 @@ class Trainer:
             print(f"epoch {p.epoch} step {p.step}: validation {shown}; {vc.select} score {score:.3f}"
                   f"{'' if allowed else ' (SI-SNR below the limit: not eligible)'}, best {best}")
             if improved:
-                save_model(self.gan.generator, self.run_dir / "best", card=self._card("best"), gate=self.config.gate)
+                save_model(self.gan.generator, self.run_dir / "best", card=self._card("best"),
+                           gate=self.config.served_gate)
 
     def fit(self) -> str:
         """Train until a stop condition; returns why it stopped."""
