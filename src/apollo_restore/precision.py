@@ -24,9 +24,9 @@ import torch
 
 from apollo_restore.errors import ApolloError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 #: ``torch.qint8`` stands for int8 dynamic quantisation of the linear layers (activations stay float32)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.qint8}
+PRECISIONS = ("auto", *DTYPES)
 #: bf16 must beat fp32 by this much on a model-shaped matmul for ``auto`` to pick it on a CPU
 AUTO_MIN_SPEEDUP = 1.3
 

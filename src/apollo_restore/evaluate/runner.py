@@ -216,9 +216,9 @@ def restore_with_checkpoint(evalset: EvalSet, checkpoint: str | None, name: str 
     if previous and previous.get("sha256") != info["sha256"]:
         raise ApolloError(f"{folder} holds outputs of another checkpoint ({previous.get('checkpoint')}): "
                           "use another --out or --name")
-    if previous and previous.get("precision", "fp32") != config.precision:
-        raise ApolloError(f"{folder} holds {previous.get('precision', 'fp32')} outputs of this checkpoint: "
-                          "use another --out or --name")
+    held = previous.get("precision", "fp32")  # folders written before --precision hold fp32 outputs
+    if previous and held != config.precision:
+        raise ApolloError(f"{folder} holds {held} outputs of this checkpoint: use another --out or --name")
     info.update({key: previous[key] for key in ("rtf_ms", "rtf_device") if key in previous})
     folder.mkdir(parents=True, exist_ok=True)
     source_file.write_text(json.dumps(info, indent=2))

@@ -72,7 +72,7 @@ class GANTrainer:
         self.discriminator = MultiResolutionDiscriminator(config.discriminator).to(ctx.device)
         #: rules on where the generator may write (None: it writes every bin), applied before the losses
         self.gate = None if config.gate is None else Gate(config.gate, config.model)
-        #: what validation restores through and checkpoints carry (`ExperimentConfig.inference_gate`)
+        #: what validation restores through and checkpoints carry (`ExperimentConfig.served_gate`)
         self.inference_gate = None if config.served_gate is None else Gate(config.served_gate, config.model)
         self.g = _wrap(self.generator, ctx)
         if config.train.compile is not None:  # training steps only: validation and checkpoints use the plain module
