@@ -31,7 +31,7 @@ class BandSequenceBlock(nn.Module):
         dim = config.feature_dim
         self.band = BandTransformer(dim, config.num_heads, config.num_bands, config.rope_theta)
         self.time = nn.ModuleList(
-            TemporalConvBlock(dim, config.conv_kernel, config.causal, config.num_bands)
+            TemporalConvBlock(dim, config.conv_kernel, config.causal)
             for _ in range(config.tcn_blocks)
         )
 

@@ -64,16 +64,17 @@ class BandSplit(nn.Module):
         super().__init__()
         self.runs = band_runs(widths)
         self.num_bands, self.dim = len(widths), dim
-        self.chunk = 2 * frame_chunk(self.num_bands, dim)  # frames per inference chunk (output 1/4 of the FFN's)
+        self.chunk: int | None = None  # frames per inference chunk; None: `frame_chunk` (4N per band)
         self.norms = nn.ModuleList(RMSNorm(r.bands, 2 * r.width + 1) for r in self.runs)
         self.projections = nn.ModuleList(BandwiseLinear(r.bands, 2 * r.width + 1, dim) for r in self.runs)
 
     def forward(self, real: Tensor, imag: Tensor) -> Tensor:
-        chunks = spans(real.shape[1], self.chunk)
+        dtype = self.projections[0].weight.dtype
+        chunks = spans(real.shape[1], self.chunk or frame_chunk(4 * self.num_bands * self.dim, real.device, dtype))
         if torch.is_grad_enabled() or len(chunks) == 1:
             return self._embed(real, imag)
         # without gradients: chunks of frames written into one output (no per-run parts and copy of them all)
-        out = real.new_empty(*real.shape[:2], self.num_bands, self.dim, dtype=self.projections[0].weight.dtype)
+        out = real.new_empty(*real.shape[:2], self.num_bands, self.dim, dtype=dtype)
         for start, stop in chunks:
             out[:, start:stop] = self._embed(real[:, start:stop], imag[:, start:stop])
         return out
@@ -95,12 +96,12 @@ class BandMerge(nn.Module):
     def __init__(self, widths: tuple[int, ...], dim: int):
         super().__init__()
         self.runs = band_runs(widths)
-        self.chunk = 2 * frame_chunk(len(widths), dim)  # frames per inference chunk
+        self.chunk: int | None = None  # frames per inference chunk; None: `frame_chunk` of the input (4N per band)
         self.norms = nn.ModuleList(RMSNorm(r.bands, dim) for r in self.runs)
         self.projections = nn.ModuleList(BandwiseLinear(r.bands, dim, 4 * r.width) for r in self.runs)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        chunks = spans(x.shape[1], self.chunk)
+        chunks = spans(x.shape[1], self.chunk or frame_chunk(4 * x.shape[-2] * x.shape[-1], x.device, x.dtype))
         if torch.is_grad_enabled() or len(chunks) == 1:
             return self._spectrum(x)
         # without gradients: chunks of frames, so the norm's full-size temporaries are never all held at once

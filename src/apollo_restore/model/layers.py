@@ -4,9 +4,9 @@ Per-band layers keep one weight slice per band and run as a single batched matmu
 (``BandwiseLinear``), so there is no Python loop over the 80 bands.
 
 Speed. Without gradients, every step runs over chunks of frames (`frame_chunk`), so no 8N or 4N expansion of
-all frames is ever held (memory depends on the block, not on the model's width), while the chunks stay large
-enough that each element-wise op is one big parallel region: on a loaded 2-core machine, small (cache-sized)
-chunks were 3x slower at 2 threads (every op's thread barrier waits for a descheduled thread; docs/evaluation.md).
+all frames is ever held (memory depends on the block, not on the model's width), and each chunk's intermediates
+stay near the CPU's L2 cache, so the element-wise work between the matmuls reads cache rather than memory
+(measured chunk sizes per model and thread count: docs/evaluation.md).
 The temporal convolutions run on the channels-last tensor directly (a depthwise 2-D convolution over a
 ``[batch, features, frames, bands]`` view), so the band transformer and the convolutions share one layout and
 nothing is transposed between them. With gradients on, each step runs once over the whole tensor.
@@ -21,15 +21,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-#: bytes of the widest intermediate (the FFN's 8N floats per token) of one inference chunk (measured on the
-#: 2-core EPYC at 256x6, docs/evaluation.md: 32-256 MiB equally fast at one and two threads, 4 MiB as fast at
-#: one thread and 3x slower at two on a loaded machine)
-CHUNK_BYTES = 64 << 20
+#: bytes of the widest intermediate (e.g. the FFN's 8N values per token) of one inference chunk, by where the
+#: network runs. Measured on a 2-core AMX Xeon (2 MiB L2 per core; docs/evaluation.md): on the CPU in float32,
+#: 4 MiB (6 frames at 256x6, 25 at 64x2) keeps the element-wise work between the matmuls in cache: against 64
+#: MiB, 64x2 10 s 1.35x faster at one thread, 1.20x at two, 8x at load 7; 256x6 1.07x at 10 s. In bf16 or fp16
+#: the matrix units want more rows per matmul: 8 MiB (256x6 10 s 1.36x faster than at 2 MiB). Elsewhere (GPUs)
+#: large chunks, one big kernel per op.
+CPU_FLOAT32_CHUNK_BYTES = 4 << 20
+CPU_REDUCED_CHUNK_BYTES = 8 << 20
+DEVICE_CHUNK_BYTES = 64 << 20
 
 
-def frame_chunk(bands: int, dim: int) -> int:
-    """Frames per inference chunk for a ``bands`` x ``dim`` model (8N floats per token must fit CHUNK_BYTES)."""
-    return max(1, CHUNK_BYTES // (bands * 8 * dim * 4))
+def frame_chunk(values_per_frame: int, device: torch.device, dtype: torch.dtype) -> int:
+    """Frames per inference chunk when the widest intermediate holds ``values_per_frame`` values of ``dtype``
+    per frame (``bands * 8 * dim`` for the FFN) on ``device``."""
+    if device.type != "cpu":
+        budget = DEVICE_CHUNK_BYTES
+    else:
+        budget = CPU_FLOAT32_CHUNK_BYTES if dtype == torch.float32 else CPU_REDUCED_CHUNK_BYTES
+    return max(1, budget // (values_per_frame * dtype.itemsize))
 
 
 def spans(length: int, most: int) -> list[tuple[int, int]]:
@@ -117,7 +127,7 @@ class BandTransformer(nn.Module):
     def __init__(self, dim: int, heads: int, bands: int, theta: float):
         super().__init__()
         self.heads = heads
-        self.chunk = frame_chunk(bands, dim)
+        self.chunk: int | None = None  # frames per inference chunk; None: `frame_chunk` of the input
         self.attn_norm = RMSNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.attn_out = nn.Linear(dim, dim, bias=False)
@@ -130,7 +140,7 @@ class BandTransformer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x [batch, frames, bands, dim]`` -> same shape."""
-        return map_frames(self._forward, x, self.chunk)
+        return map_frames(self._forward, x, self.chunk or frame_chunk(8 * x.shape[-2] * x.shape[-1], x.device, x.dtype))
 
     def _forward(self, x: Tensor, out: Tensor | None) -> Tensor:
         """``x [sequences, bands, dim]`` -> same (into ``out`` unless None)."""
@@ -153,11 +163,11 @@ class TemporalConvBlock(nn.Module):
     one pass.
     """
 
-    def __init__(self, dim: int, kernel: int, causal: bool, bands: int = 80):
+    def __init__(self, dim: int, kernel: int, causal: bool):
         super().__init__()
         self.kernel = kernel
         self.causal = causal
-        self.chunk = 2 * frame_chunk(bands, dim)  # widest intermediate 4N
+        self.chunk: int | None = None  # frames per inference chunk; None: `frame_chunk` of the input (4N wide)
         self.dwconv = nn.Conv1d(dim, dim, kernel, groups=dim)
         self.norm = RMSNorm(dim)
         self.fc1 = nn.Linear(dim, 4 * dim)
@@ -181,14 +191,15 @@ class TemporalConvBlock(nn.Module):
         if self.causal:  # the last input frames, copied first when x is about to be overwritten
             new_history = self._window(x, history, frames - before, frames)
             new_history = new_history.clone() if inplace else new_history
-        if torch.is_grad_enabled() or x.shape[0] * frames <= self.chunk:
+        chunk = self.chunk or frame_chunk(4 * x.shape[-2] * x.shape[-1], x.device, x.dtype)
+        if torch.is_grad_enabled() or x.shape[0] * frames <= chunk:
             residual = self._step(self._window(x, history, -before, frames + after))
             return (x.add_(residual) if inplace else x + residual), new_history
         out = x if inplace else torch.empty_like(x)
         for b in range(x.shape[0]):
             item, past = x[b : b + 1], None if history is None else history[b : b + 1]
             carried = None  # in place: the input frames [start - before, start), kept before they were overwritten
-            for start, stop in spans(frames, self.chunk):
+            for start, stop in spans(frames, chunk):
                 if carried is None:
                     window = self._window(item, past, start - before, stop + after)
                 else:
