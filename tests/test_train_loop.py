@@ -140,6 +140,20 @@ def test_early_stopping_after_patience_validations_without_gain(tmp_path, datase
     assert len(values) == 1
 
 
+
+def test_validation_at_start_scores_the_starting_point_and_keeps_it_as_best(tmp_path, dataset):
+    # a frozen generator never beats its starting point: with at_start, step 0 stays the best and is in best/
+    run_dir = tmp_path / "at-start"
+    config = load_config(write_config(tmp_path / "at-start.yaml", dataset, run_dir, patience=2, max_epochs=10,
+                                      epoch_size=2),
+                         ["optim.generator_lr=0.0", "validation.at_start=true"])
+    assert run_training(config).startswith("early stopping")
+    progress = training_state(run_dir)["progress"]
+    assert (progress["epoch"], progress["bad_epochs"], progress["best_step"]) == (2, 2, 0)
+    validations = [r for r in read_metrics(run_dir / "metrics.jsonl") if "val_si_snr" in r]
+    assert [r["step"] for r in validations] == [0, 2, 4]
+    assert "at step 0." in (run_dir / "best" / "README.md").read_text()
+
 def _wait_for_step(run_dir: Path, process: subprocess.Popen, step: int, timeout: float = 240) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

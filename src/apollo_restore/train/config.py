@@ -87,7 +87,8 @@ class ValidationConfig:
     ranks (for the real-music set: files from different sources; see `data.testset.PairDataset`); without a
     directory, a fixed draw of ``items`` clips from the ``split`` of the training data.
     ``select`` is the metric the best checkpoint is chosen by; with ``si_snr_limit_db`` a checkpoint whose mean
-    SI-SNR is more than that below the degraded input's is never chosen.
+    SI-SNR is more than that below the degraded input's is never chosen. ``at_start``: validate the generator
+    before the first step too (a warm-started run's ``best/`` is then never worse than its starting point).
     """
 
     directory: Path | None = None
@@ -98,6 +99,7 @@ class ValidationConfig:
     clip_seconds: float | None = None
     select: Literal["si_snr", "visqol", "lsd_hf", "visqol_lsd_hf"] = "si_snr"
     si_snr_limit_db: float | None = None
+    at_start: bool = False
 
     def __post_init__(self) -> None:
         if self.items < 1 or self.every_epochs < 1:

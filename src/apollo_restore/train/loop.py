@@ -337,8 +337,12 @@ class Trainer:
         self.gan.end_epoch()
         p.epoch += 1
         p.batch_in_epoch = 0
-        if p.epoch % vc.every_epochs:
-            return
+        if p.epoch % vc.every_epochs == 0:
+            self._validate_and_select()
+
+    def _validate_and_select(self) -> None:
+        """Validate the generator as it is now; keep it in ``best/`` if its score beats the best so far."""
+        p, vc = self.progress, self.config.validation
         restored, degraded = self.validate()
         score = validation.selection_score(vc.select, restored, degraded)
         allowed = validation.eligible(vc, restored, degraded)
@@ -362,6 +366,8 @@ class Trainer:
     def fit(self) -> str:
         """Train until a stop condition; returns why it stopped."""
         p = self.progress
+        if self.config.validation.at_start and p.step == 0 and p.best_score is None:
+            self._validate_and_select()  # the starting point's score: a later checkpoint must beat it to be best
         with _StopRequest() as stop:
             while (reason := self._finished()) is None:
                 self._run_epoch(stop)
