@@ -67,7 +67,7 @@ def test_pass_band_passes_bit_for_bit_and_the_band_above_is_written():
 
 def test_writes_across_a_codec_cliff_capped_but_not_on_a_fading_source():
     """Brick-wall at 8 kHz: the model writes above it, no louder than the band's top (level cap). A source that
-    fades by itself (-6 dB/kHz from 2 kHz): nothing written, unless require_cut is off."""
+    fades by itself (-6 dB/kHz from 2 kHz): nothing written, unless require_cut or require_cliff is off."""
     model = writing_model()
     cliff = low_passed_noise(8000)
     noise = np.random.default_rng(0).standard_normal((1, SR))
@@ -76,6 +76,7 @@ def test_writes_across_a_codec_cliff_capped_but_not_on_a_fading_source():
     fade = torch.from_numpy(np.fft.irfft(np.fft.rfft(noise) * 10 ** (fade_db / 20), n=SR).astype(np.float32))
     torch.testing.assert_close(run(model, fade, GateConfig()), fade, atol=1e-5, rtol=0)
     assert (run(model, fade, GateConfig(require_cut=False)) - fade).abs().max() > 1e-3
+    assert (run(model, fade, GateConfig(require_cliff=False)) - fade).abs().max() > 1e-3  # a full pass band
     restored = run(model, cliff, GateConfig())
     above, top = band_power(restored, 8500, 20000), band_power(cliff, 6000, 8000)
     assert 1e-4 * top < above <= 1.01 * top  # written, at most the level of the pass band's top
@@ -86,7 +87,8 @@ def test_writes_across_a_codec_cliff_capped_but_not_on_a_fading_source():
 @pytest.mark.parametrize("kind", ["dc", "sine-1k", "sine-6k", "sine-12k"])
 def test_no_codec_cut_means_nothing_is_written(kind):
     """DC or a pure tone ends in a 'cliff' but holds no pass band of music: no codec cut, so the output is the
-    input (the shipped models used to add a 100 Hz comb here). Without require_cut they write."""
+    input (the shipped models used to add a 100 Hz comb here), with or without the cliff rule. Without
+    require_cut they write."""
     t = torch.arange(SR, dtype=torch.float64) / SR
     signals = {
         "dc": torch.full((SR,), 0.5, dtype=torch.float64),
@@ -97,6 +99,7 @@ def test_no_codec_cut_means_nothing_is_written(kind):
     audio = signals[kind].float()[None]
     model = writing_model()
     torch.testing.assert_close(run(model, audio, GateConfig()), audio, atol=1e-5, rtol=0)
+    torch.testing.assert_close(run(model, audio, GateConfig(require_cliff=False)), audio, atol=1e-5, rtol=0)
     assert (run(model, audio, GateConfig(require_cut=False)) - audio).abs().max() > 1e-3
 
 
@@ -120,6 +123,8 @@ def test_tells_an_encoders_low_pass_from_a_source_that_rolls_off(bitrate, writes
     cutoff, weight = Gate(GateConfig(), model.config).estimate(spec, channels=2)
     assert (weight == 1.0).all() if writes else (weight == 0.0).all()
     assert cut_khz[0] <= int(cutoff[0]) * 0.05 <= cut_khz[1]  # 50 Hz bins
+    same_cut, any_cut = Gate(GateConfig(require_cliff=False), model.config).estimate(spec, channels=2)
+    assert torch.equal(same_cut, cutoff) and (any_cut == 1.0).all()  # without the cliff rule: written
 
 
 def test_checkpoints_carry_their_gate_and_legacy_ones_load_with_every_rule(tmp_path):

@@ -12,14 +12,18 @@ below it in many frames, so the cut-off is estimated over many frames: the highe
 ``below_db`` dB of its frame's loudest bin in at least ``MIN_SHARE`` of the sounding frames. Measured on MP3
 24-128 kbit/s clips it errs only low (never more than 0.3 kHz above the encoder's low-pass).
 
-Whether there is a cut at all (``require_cut``). A codec's cut is a cliff: the long-term spectrum drops by
-``CLIFF_DB`` or more from just below that bin to just above it. A codec's cut is also *sharp*: ``DEEP_DB`` dB
-further down (80 dB under the frame peak for ``below_db`` 60), the loud frames' spectrum ends within a few
-bins of the cut-off too, because above it the encoder left nothing; a source that rolls off by itself still
-has content there. And a codec's cut lies above a pass band full of music: at least ``MIN_CUT_HZ`` up, with
-at least ``MIN_PASS_BAND_SHARE`` of the bins below it present in a typical sounding frame, so DC, a pure
-tone or a few partials (no codec cut anywhere) pass through untouched. Silence writes nothing either. With
-the rule, the output is ``X`` wherever no cut is found.
+Whether there is a cut at all (``require_cut``). A codec's cut lies above a pass band full of music: at least
+``MIN_CUT_HZ`` up, with at least ``MIN_PASS_BAND_SHARE`` of the bins below it present in a typical sounding
+frame, so DC, a pure tone or a few partials (no codec cut anywhere) pass through untouched. Silence writes
+nothing either. With the rule, the output is ``X`` wherever no cut is found.
+
+How a cut must look (``require_cliff``, with ``require_cut``). A codec's cut is a cliff: the long-term
+spectrum drops by ``CLIFF_DB`` or more from just below that bin to just above it. A codec's cut is also
+*sharp*: ``DEEP_DB`` dB further down (80 dB under the frame peak for ``below_db`` 60), the loud frames'
+spectrum ends within a few bins of the cut-off too, because above it the encoder left nothing; a source that
+rolls off by itself still has content there. The model writes in proportion to how well a cut passes both
+tests. These were tuned on band-limited renders; on real MP3s they hold back part of the band (measured on
+real music in docs/training.md), so the bundled models run without them.
 
 ``keep_pass_band``: bins below the cut-off pass through from the input unchanged, holes included (the model
 writes only above the cut-off). ``fill_holes`` (with ``keep_pass_band``): except the holes, the bins of a frame
@@ -70,6 +74,7 @@ class GateConfig:
 
     below_db: float = 60.0
     require_cut: bool = True
+    require_cliff: bool = True
     keep_pass_band: bool = True
     fill_holes: bool = False
     level_cap: bool = True
@@ -77,7 +82,7 @@ class GateConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.below_db, (int, float)) or not 5 < self.below_db <= 200:
             raise ApolloError(f"gate below_db must be a number of dB in (5, 200], got {self.below_db!r}")
-        for name in ("require_cut", "keep_pass_band", "fill_holes", "level_cap"):
+        for name in ("require_cut", "require_cliff", "keep_pass_band", "fill_holes", "level_cap"):
             if not isinstance(getattr(self, name), bool):
                 raise ApolloError(f"gate {name} must be true or false, got {getattr(self, name)!r}")
 
@@ -124,10 +129,11 @@ def _window_mean(values: Tensor, start: Tensor, stop: Tensor) -> Tensor:
 
 
 def codec_cut(present: Tensor, sounding: Tensor, power: Tensor, deep: Tensor, amplitude: Tensor,
-              min_cut_bin: int = 0) -> tuple[Tensor, Tensor]:
+              min_cut_bin: int = 0, cliff: bool = True) -> tuple[Tensor, Tensor]:
     """Totals over frames of `_frame_stats` (``[..., bins]`` or ``[...]``) -> (cut-off bin ``[...]`` long, how
-    much the model may write ``[...]`` in [0, 1]: 1 for a sharp cliff above a full pass band, 0 for a fade, a
-    roll-off, a sparse spectrum, a cut below ``min_cut_bin`` or silence)."""
+    much the model may write ``[...]`` in [0, 1]: 1 for a sharp cliff above a full pass band, 0 for a sparse
+    spectrum, a cut below ``min_cut_bin`` or silence, and with ``cliff`` also 0 for a fade or a roll-off;
+    without ``cliff`` 1 for any cut above a full pass band)."""
     bins = present.shape[-1]
     share = present / sounding.clamp_min(1).unsqueeze(-1)
     top = _top_bin(share)
@@ -141,7 +147,7 @@ def codec_cut(present: Tensor, sounding: Tensor, power: Tensor, deep: Tensor, am
     below = _window_mean(power, top - CLIFF_BINS + 1, top + 1)
     above = _window_mean(power, top + CLIFF_GAP, top + CLIFF_GAP + CLIFF_BINS)
     drop_db = 10 * torch.log10((below + 1e-30) / (above + 1e-30))
-    weight = ((drop_db - CLIFF_DB) / 4 + 0.5).clamp(0.0, 1.0) * sharp
+    weight = ((drop_db - CLIFF_DB) / 4 + 0.5).clamp(0.0, 1.0) * sharp if cliff else torch.ones_like(drop_db)
     is_cut = found & (top + CLIFF_GAP < bins) & (top >= min_cut_bin) & (occupancy >= MIN_PASS_BAND_SHARE)
     weight = torch.where(is_cut, weight, torch.zeros_like(weight))
     return top, weight.to(dtype)
@@ -182,9 +188,11 @@ class PassBandTracker:
     ``load(state)``: one tensor (the totals of `_frame_stats`).
     """
 
-    def __init__(self, below_db: float, num_bins: int, min_cut_bin: int = 0, device: torch.device | str = "cpu"):
+    def __init__(self, below_db: float, num_bins: int, min_cut_bin: int = 0, device: torch.device | str = "cpu",
+                 cliff: bool = True):
         self.below_db = below_db
         self.min_cut_bin = min_cut_bin
+        self.cliff = cliff
         #: width of each `_frame_stats` total in ``state``: present, sounding, power, deep, amplitude
         self.widths = [num_bins, 1, num_bins, num_bins, 1]
         self.state = torch.zeros(sum(self.widths), dtype=torch.float64, device=device)
@@ -207,13 +215,13 @@ class PassBandTracker:
         self.state = self.state + self._frames(spec).sum(dim=0)
 
     def cut(self) -> tuple[Tensor, Tensor]:
-        top, weight = codec_cut(*self._split(self.state), self.min_cut_bin)
+        top, weight = codec_cut(*self._split(self.state), self.min_cut_bin, self.cliff)
         return top.reshape(1), weight.reshape(1).float()
 
     def running(self, spec: Tensor) -> tuple[Tensor, Tensor]:
         totals = self._frames(spec).cumsum(dim=0) + self.state
         self.state = totals[-1].clone()
-        top, weight = codec_cut(*self._split(totals), self.min_cut_bin)
+        top, weight = codec_cut(*self._split(totals), self.min_cut_bin, self.cliff)
         return top.unsqueeze(0), weight.unsqueeze(0).float()
 
 
@@ -233,10 +241,12 @@ class Gate:
     def estimate(self, spec: Tensor, channels: int = 1) -> tuple[Tensor, Tensor]:
         pooled = spec.reshape(spec.shape[0] // channels, channels * spec.shape[1], spec.shape[2])
         stats = (stat.sum(dim=1) for stat in _frame_stats(pooled, self.config.below_db))
-        return tuple(t.repeat_interleave(channels) for t in codec_cut(*stats, self.min_cut_bin))
+        cut = codec_cut(*stats, self.min_cut_bin, self.config.require_cliff)
+        return tuple(t.repeat_interleave(channels) for t in cut)
 
     def tracker(self, device: torch.device | str = "cpu") -> PassBandTracker:
-        return PassBandTracker(self.config.below_db, self.num_bins, self.min_cut_bin, device)
+        return PassBandTracker(self.config.below_db, self.num_bins, self.min_cut_bin, device,
+                               self.config.require_cliff)
 
     def __call__(self, spec: Tensor, out: Tensor, cut: tuple[Tensor, Tensor]) -> Tensor:
         return gated(spec, out, *cut, self.config)
