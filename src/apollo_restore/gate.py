@@ -23,7 +23,8 @@ spectrum drops by ``CLIFF_DB`` or more from just below that bin to just above it
 spectrum ends within a few bins of the cut-off too, because above it the encoder left nothing; a source that
 rolls off by itself still has content there. The model writes in proportion to how well a cut passes both
 tests. These were tuned on band-limited renders; on real MP3s they hold back part of the band (measured on
-real music in docs/training.md), so the bundled models run without them.
+real music in docs/training.md): the bundled ``default`` runs without them, ``causal`` (which without them falls
+under the MP3 at 128 kbit/s) with them.
 
 ``keep_pass_band``: bins below the cut-off pass through from the input unchanged, holes included (the model
 writes only above the cut-off). ``fill_holes`` (with ``keep_pass_band``): except the holes, the bins of a frame
