@@ -140,7 +140,6 @@ def test_early_stopping_after_patience_validations_without_gain(tmp_path, datase
     assert len(values) == 1
 
 
-
 def test_validation_at_start_scores_the_starting_point_and_keeps_it_as_best(tmp_path, dataset):
     # a frozen generator never beats its starting point: with at_start, step 0 stays the best and is in best/
     run_dir = tmp_path / "at-start"
@@ -153,6 +152,7 @@ def test_validation_at_start_scores_the_starting_point_and_keeps_it_as_best(tmp_
     validations = [r for r in read_metrics(run_dir / "metrics.jsonl") if "val_si_snr" in r]
     assert [r["step"] for r in validations] == [0, 2, 4]
     assert "at step 0." in (run_dir / "best" / "README.md").read_text()
+
 
 def _wait_for_step(run_dir: Path, process: subprocess.Popen, step: int, timeout: float = 240) -> int:
     deadline = time.monotonic() + timeout
