@@ -11,7 +11,7 @@ from apollo_restore.errors import ApolloError
 from apollo_restore.gate import GateConfig
 from apollo_restore.model import ApolloConfig
 from apollo_restore.train.config import DiscriminatorConfig, ExperimentConfig, LossConfig, OptimConfig
-from apollo_restore.train.discriminator import MultiResolutionDiscriminator
+from apollo_restore.train.discriminator import Discriminator
 from apollo_restore.train.distributed import init_distributed
 from apollo_restore.train.gan import GANTrainer
 from apollo_restore.train.losses import (
@@ -53,7 +53,7 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_discriminator_matches_table_one():
-    d = MultiResolutionDiscriminator()
+    d = Discriminator()
     assert d.num_parameters() == 2_771_503  # 7 resolutions x (4->8->16->32->64->128->256->1 3x3 convs)
     first = d.discriminators[0].hidden[0][0]
     assert first.in_channels == 4 and hasattr(first, "parametrizations")  # Re/Im x 2 channels, spectral norm
@@ -64,7 +64,7 @@ def test_discriminator_matches_table_one():
 
 def test_discriminator_is_level_invariant_and_sees_both_channels():
     torch.manual_seed(0)
-    d = MultiResolutionDiscriminator(DiscriminatorConfig(fft_sizes=(64, 512))).eval()
+    d = Discriminator(DiscriminatorConfig(fft_sizes=(64, 512))).eval()
     _, x = clips(batch=2)
     logits, features = d(x)
     assert len(logits) == 2 and all(len(maps) == 6 for maps in features)
@@ -91,7 +91,7 @@ def quiet_high_band(batch: int = 2, seconds: float = 0.5, seed: int = 0, db: flo
 def test_log_magnitude_discriminator_is_level_invariant_and_sees_a_quiet_band():
     torch.manual_seed(0)
     config = DiscriminatorConfig(fft_sizes=(64, 512), hidden_channels=4, spectrum="log_magnitude")
-    d = MultiResolutionDiscriminator(config).eval()
+    d = Discriminator(config).eval()
     assert d.discriminators[0].hidden[0][0].in_channels == 2  # one map per audio channel
     without, with_band = quiet_high_band()
     for a, b in zip(d(without)[0], d(1e-3 * without)[0], strict=True):
@@ -99,14 +99,14 @@ def test_log_magnitude_discriminator_is_level_invariant_and_sees_a_quiet_band():
     silent, _ = d(torch.zeros_like(without))
     assert all(torch.isfinite(t).all() for t in silent)
 
-    def change(disc: MultiResolutionDiscriminator) -> float:
+    def change(disc: Discriminator) -> float:
         """How much adding the -50 dB band moves the logits, relative to their spread."""
         with torch.no_grad():
             a, b = disc(without)[0][1], disc(with_band)[0][1]
         return float((a - b).abs().mean() / (a.std() + 1e-12))
 
     torch.manual_seed(0)
-    paper = MultiResolutionDiscriminator(DiscriminatorConfig(fft_sizes=(64, 512), hidden_channels=4)).eval()
+    paper = Discriminator(DiscriminatorConfig(fft_sizes=(64, 512), hidden_channels=4)).eval()
     assert change(d) > 10 * change(paper), (change(d), change(paper))
 
 
@@ -115,7 +115,7 @@ def test_log_magnitude_discriminator_learns_to_separate_a_missing_quiet_band():
     D(real) - D(restored) that the trainer records leaves chance (0) for the log-magnitude input."""
     torch.manual_seed(0)
     config = DiscriminatorConfig(fft_sizes=(512,), hidden_channels=4, spectrum="log_magnitude")
-    d = MultiResolutionDiscriminator(config)
+    d = Discriminator(config)
     opt = torch.optim.AdamW(d.parameters(), 1e-3, betas=(0.5, 0.99))
     for step in range(100):
         fake, real = quiet_high_band(seconds=0.25, seed=step, db=-40)
@@ -129,6 +129,28 @@ def test_log_magnitude_discriminator_learns_to_separate_a_missing_quiet_band():
         logits, _ = d(torch.cat([fake, real]))
     margin = mean_logit([t[2:] for t in logits]) - mean_logit([t[:2] for t in logits])
     assert margin > 0.25, margin  # the paper's complex input stays at 0.000 here (docs/training.md)
+
+
+def test_period_discriminators_follow_hifigan_and_are_level_invariant():
+    torch.manual_seed(0)
+    config = DiscriminatorConfig(fft_sizes=(64,), hidden_channels=4, spectrum="log_magnitude", periods=(2, 3),
+                                 period_channels=4)
+    d = Discriminator(config).eval()
+    assert len(d.discriminators) == 3  # STFT first (old checkpoints keep their keys), then one net per period
+    period = d.discriminators[2]
+    assert period.period == 3 and [layer[0].stride for layer in period.hidden] == [(3, 1)] * 4 + [(1, 1)]
+    assert [layer[0].out_channels for layer in period.hidden] == [4, 16, 64, 128, 128]
+    assert hasattr(period.hidden[0][0], "parametrizations")  # weight norm
+    _, x = clips(batch=2, seconds=0.1)  # 4,410 samples: not a multiple of 3, padded
+    logits, features = d(x)
+    assert logits[2].shape[:2] == (2, 1) and logits[2].shape[-1] == 3 and len(features[2]) == 5
+    for a, b in zip(logits, d(1e-3 * x)[0], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert all(torch.isfinite(t).all() for t in d(torch.zeros_like(x))[0])
+    with pytest.raises(ValueError, match="fft_sizes or periods"):
+        DiscriminatorConfig(fft_sizes=(), periods=())
+    period_only = Discriminator(DiscriminatorConfig(fft_sizes=(), periods=(5,), period_channels=2))
+    assert len(period_only(x)[0]) == 1
 
 
 def test_losses_follow_equations():
@@ -148,9 +170,13 @@ def test_losses_follow_equations():
     assert phase_aware(-clean, clean).item() == pytest.approx(2.0, rel=1e-4)  # ... the complex term can
 
 
-def test_one_gan_step_updates_both_networks():
+@pytest.mark.parametrize("periods", [(), (2, 3)])
+def test_one_gan_step_updates_both_networks(periods):
     torch.manual_seed(0)
-    trainer = GANTrainer(tiny_experiment(), init_distributed("cpu"))
+    config = tiny_experiment()
+    config = dataclasses.replace(config, discriminator=dataclasses.replace(
+        config.discriminator, periods=periods, period_channels=2))
+    trainer = GANTrainer(config, init_distributed("cpu"))
     degraded, clean = clips(batch=2)
     g0, d0 = snapshot(trainer.generator), snapshot(trainer.discriminator)
     metrics = trainer.step(degraded, clean, adversarial=True)

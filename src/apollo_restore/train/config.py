@@ -38,10 +38,20 @@ class DiscriminatorConfig:
     hidden_channels: int = 8  # first layer width; doubles at every layer up to 32x
     audio_channels: int = 2  # input maps: Re/Im of each channel (complex) or one map per channel (log_magnitude)
     spectrum: Literal["complex", "log_magnitude"] = "complex"
+    #: weight parametrisation of the STFT sub-discriminators' hidden convs (the paper: spectral norm)
+    norm: Literal["spectral", "weight"] = "spectral"
+    #: HiFi-GAN's multi-period discriminator beside the STFT ones: one 2-D conv net per period on the waveform
+    #: folded into ``[samples / p, p]`` (not in the paper; empty: none, e.g. ``[2, 3, 5, 7, 11]``)
+    periods: tuple[int, ...] = ()
+    period_channels: int = 8  # first layer width of each period net; widths 1x, 4x, 16x, 32x, 32x (HiFi-GAN: 32)
 
     def __post_init__(self) -> None:
-        if not self.fft_sizes or any(n < 4 for n in self.fft_sizes):
-            raise ValueError("fft_sizes must be a non-empty list of sizes >= 4")
+        if not self.fft_sizes and not self.periods:
+            raise ValueError("the discriminator needs fft_sizes or periods")
+        if any(n < 4 for n in self.fft_sizes):
+            raise ValueError("fft_sizes must be sizes >= 4")
+        if any(p < 1 for p in self.periods):
+            raise ValueError("periods must be >= 1")
 
 
 @dataclass

@@ -24,7 +24,7 @@ from apollo_restore.errors import ApolloError
 from apollo_restore.gate import Gate
 from apollo_restore.model import Apollo
 from apollo_restore.train.config import ExperimentConfig
-from apollo_restore.train.discriminator import MultiResolutionDiscriminator
+from apollo_restore.train.discriminator import Discriminator
 from apollo_restore.train.distributed import DistributedContext
 from apollo_restore.train.losses import (
     SpectralReconstructionLoss,
@@ -69,7 +69,7 @@ class GANTrainer:
             self._initialise_generator(config.train.init_from)
         self.generator.to(ctx.device)
         self.generator.gradient_checkpointing = config.train.gradient_checkpointing
-        self.discriminator = MultiResolutionDiscriminator(config.discriminator).to(ctx.device)
+        self.discriminator = Discriminator(config.discriminator).to(ctx.device)
         #: rules on where the generator may write (None: it writes every bin), applied before the losses
         self.gate = None if config.gate is None else Gate(config.gate, config.model)
         #: what validation restores through and checkpoints carry (`ExperimentConfig.served_gate`)
