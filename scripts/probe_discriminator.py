@@ -20,25 +20,24 @@ from pathlib import Path
 import torch
 
 from apollo_restore.checkpoint import load_state
-from apollo_restore.data import MixtureDataset
+from apollo_restore.data import MixConfig, MixtureDataset
 from apollo_restore.model import Apollo
 from apollo_restore.train.config import load_config
 from apollo_restore.train.discriminator import Discriminator
 from apollo_restore.train.losses import discriminator_loss, mean_logit
 
 
-def restored_pairs(config_path: str, generator: str, cache: Path) -> dict[str, list[tuple[torch.Tensor, ...]]]:
+def restored_pairs(data_config: MixConfig, generator: str, cache: Path) -> dict[str, list[tuple[torch.Tensor, ...]]]:
     """``{"train": 64, "held": 24}`` tuples (restored, clean, degraded), each ``[2, samples]``; cached."""
     if cache.exists():
         return torch.load(cache)
-    config = load_config(config_path)
     model_config, state, _ = load_state(generator)
     model = Apollo(model_config)
     model.load_state_dict(state)
     model.eval()
     pairs = {}
     for split, seed, count in (("train", 11, 64), ("held", 12, 24)):
-        data = MixtureDataset(config.data, split="train", epoch_size=count, seed=seed)
+        data = MixtureDataset(data_config, split="train", epoch_size=count, seed=seed)
         items = []
         for index in range(count):
             item = data[index]
@@ -67,7 +66,7 @@ def main() -> None:
     torch.manual_seed(0)
     config = load_config(args.config, args.set)
     args.cache.parent.mkdir(parents=True, exist_ok=True)
-    pairs = restored_pairs(args.config, args.generator, args.cache)
+    pairs = restored_pairs(config.data, args.generator, args.cache)
     disc = Discriminator(config.discriminator)
     opt = torch.optim.AdamW(disc.parameters(), config.optim.discriminator_lr, config.optim.discriminator_betas,
                             weight_decay=config.optim.weight_decay)

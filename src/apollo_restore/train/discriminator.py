@@ -15,6 +15,8 @@ one logit map with stride 1), weight norm and LeakyReLU(0.1): each period sees t
 
 from __future__ import annotations
 
+import math
+
 import torch
 from einops import rearrange
 from torch import nn
@@ -93,9 +95,8 @@ class PeriodDiscriminator(nn.Module):
         self.output = weight_norm(nn.Conv2d(width, 1, (3, 1), padding=(1, 0)))
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``audio [batch, channels, samples]`` (level-normalised) -> (logits, feature maps)."""
-        rms = audio.float().pow(2).mean(dim=(1, 2), keepdim=True).add(torch.finfo(torch.float32).eps).sqrt()
-        x = (audio.float() / rms).to(audio.dtype)
+        """``audio [batch, channels, samples]`` (unit L2 norm per example) -> (logits, feature maps)."""
+        x = audio * math.sqrt(audio.shape[1] * audio.shape[2])  # unit L2 norm -> unit RMS
         pad = -x.shape[-1] % self.period
         if pad:
             x = nn.functional.pad(x, (0, pad), mode="reflect" if pad < x.shape[-1] else "constant")
