@@ -1,6 +1,7 @@
 """`apollo restore` end to end on real files with a tiny model."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -188,3 +189,26 @@ def test_replacing_an_output_keeps_its_permissions(tmp_path, tiny_checkpoint):
     out.chmod(0o600)
     assert _restore(str(src), "-o", str(out), "--checkpoint", str(tiny_checkpoint)) == 0
     assert out.stat().st_mode & 0o777 == 0o600 and sf.info(out).frames == sf.info(src).frames
+
+
+def test_a_signal_while_the_output_is_opened_leaves_no_temporary(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    """The window CI once hit: SIGTERM after the output's temporary exists, before its writer owns it."""
+    import soundfile
+
+    from apollo_restore import audio
+    from apollo_restore.cli import Terminated
+
+    src = _write(tmp_path / "in.wav", _music(1.0))
+    real_open = soundfile.SoundFile
+
+    def interrupted_open(path, mode="r", *args, **kwargs):
+        if mode == "w":
+            raise Terminated(signal.SIGTERM)
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(audio.sf, "SoundFile", interrupted_open)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert _restore(str(src), "-o", str(out / "x.wav"), "--checkpoint", str(tiny_checkpoint)) == 128 + signal.SIGTERM
+    assert "SIGTERM" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == []

@@ -102,8 +102,8 @@ def new_temporary(directory: str | os.PathLike | None = None, hint: str = "file"
             continue
         except OSError as error:
             raise ApolloError(f"{directory}: cannot write here ({error.strerror})") from None
+        _locked[path] = fd  # registered first, so that discard_all finds it whatever is interrupted next
         _lock(fd, blocking=True)  # a cleaner looking at it holds the lock for a moment
-        _locked[path] = fd
         return path
     raise ApolloError(f"{directory}: cannot create a temporary file")
 
@@ -114,6 +114,15 @@ def discard(tmp: str | os.PathLike) -> None:
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     _release(tmp)
+
+
+def discard_all() -> list[Path]:
+    """Remove every temporary this process still holds; returns them. The CLI calls it when a command ends, so
+    that a signal landing between a temporary's creation and the ``try`` that owns it leaves nothing behind."""
+    held = list(_locked)
+    for tmp in held:
+        discard(tmp)
+    return held
 
 
 def _release(tmp: Path) -> None:

@@ -26,6 +26,7 @@ from types import ModuleType
 from apollo_restore.cli.arguments import OneLineParser
 from apollo_restore.errors import ApolloError, ApolloWarning, one_line
 from apollo_restore.extras import missing_extra
+from apollo_restore.files import discard_all
 
 #: signals that end a run like Ctrl-C does (where the platform has them)
 TERMINATING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -107,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     _print_warnings(prog)
     try:
         with _terminating_signals_raise():
-            return int(args._run(args) or 0)
+            try:
+                return int(args._run(args) or 0)
+            finally:
+                discard_all()
     except ApolloError as error:
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         return 1
