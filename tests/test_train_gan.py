@@ -192,6 +192,19 @@ def test_one_gan_step_updates_both_networks(periods):
     assert trainer.d_opt.state_dict()["state"][0]["step"] == 1
 
 
+def test_a_discriminator_only_step_leaves_the_generator_alone():
+    trainer = GANTrainer(tiny_experiment(), init_distributed("cpu"))
+    degraded, clean = clips(batch=2)
+    g0, d0 = snapshot(trainer.generator), snapshot(trainer.discriminator)
+    metrics = trainer.step(degraded, clean, adversarial=True, generator=False)
+    assert set(metrics) == {"d_loss", "d_grad_norm", "d_real", "d_fake", "d_margin"}
+    assert all(torch.equal(v, g0[k]) for k, v in trainer.generator.named_parameters())
+    assert not trainer.g_opt.state_dict()["state"]  # the generator's optimizer never stepped
+    assert all(not torch.equal(v, d0[k]) for k, v in trainer.discriminator.named_parameters())
+    with pytest.raises(ValueError, match="trains the generator, the discriminator or both"):
+        trainer.step(degraded, clean, adversarial=False, generator=False)
+
+
 def test_tiny_model_overfits_a_few_clips():
     torch.manual_seed(0)
     trainer = GANTrainer(tiny_experiment(generator_lr=2e-2), init_distributed("cpu"))

@@ -71,7 +71,7 @@ def assert_same_tensors(a: dict, b: dict) -> None:
 
 
 def test_run_directory_holds_everything(tmp_path, dataset):
-    run_dir = run(tmp_path, dataset, "run", max_epochs=2)
+    run_dir = run(tmp_path, dataset, "run", max_epochs=2, discriminator_warmup_steps=2)
     for name in ("config.yaml", "state.pt", "metrics.jsonl", "losses.png", "last/model.safetensors",
                  "best/model.safetensors", "best/README.md"):
         assert (run_dir / name).is_file(), name
@@ -83,12 +83,14 @@ def test_run_directory_holds_everything(tmp_path, dataset):
                                      "g_scaler", "d_scaler"}
     assert state["trainer"]["g_sched"]["last_epoch"] == 2
     records = read_metrics(run_dir / "metrics.jsonl")
-    steps = [r["step"] for r in records if "g_rec" in r]
+    steps = [r["step"] for r in records if "d_loss" in r or "g_rec" in r]
     assert steps == list(range(1, 9))
     assert all("d_loss" not in r for r in records if r.get("step", 0) <= 2)  # reconstruction-only warm-up
+    # then 2 discriminator-only steps against the frozen generator, then the GAN
+    assert [r["step"] for r in records if "d_loss" in r and "g_rec" not in r] == [3, 4]
     assert all("d_loss" in r and "g_fm" in r for r in records if "g_rec" in r and r["step"] > 2)
     assert [r["epoch"] for r in records if "val_si_snr" in r] == [1, 2]
-    hours = [r["cpu_hours"] for r in records if "g_rec" in r]
+    hours = [r["cpu_hours"] for r in records if "d_loss" in r or "g_rec" in r]
     assert hours == sorted(hours) and hours[0] > 0  # CPU time spent in training steps, accumulated
     assert state["progress"]["train_hours"] == pytest.approx(max(r["train_hours"] for r in records))
     model = load_model(run_dir / "last")

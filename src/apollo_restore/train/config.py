@@ -129,6 +129,9 @@ class TrainConfig:
     max_epochs: int = 1000
     max_steps: int | None = None  # stop after this many optimizer steps (None: no limit)
     warmup_steps: int = 0  # reconstruction-only steps before the adversarial losses switch on
+    #: then steps where only the discriminator learns, against the generator as it stands (frozen), so that the
+    #: GAN phase starts with a discriminator that already tells its output from clean music (docs/training.md)
+    discriminator_warmup_steps: int = 0
     patience: int = 20  # early stopping: validations without a better validation score
     save_every_steps: int = 200  # training state + last checkpoint; also at every epoch end
     log_every_steps: int = 10
@@ -149,6 +152,9 @@ class TrainConfig:
         for name in ("batch_size", "epoch_size", "max_epochs", "save_every_steps", "log_every_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        for name in ("warmup_steps", "discriminator_warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
 
 
 @dataclass

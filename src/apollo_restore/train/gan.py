@@ -51,8 +51,9 @@ def _split(tensors: list[torch.Tensor], n: int) -> tuple[list[torch.Tensor], lis
 class GANTrainer:
     """Generator + discriminator with their optimizers, schedulers and gradient scalers.
 
-    ``step(degraded, clean, adversarial)`` runs one optimisation step on ``[batch, channels, samples]``
-    tensors; ``adversarial=False`` is a reconstruction-only (warm-up) step that leaves the discriminator alone.
+    ``step(degraded, clean, adversarial, generator)`` runs one optimisation step on ``[batch, channels,
+    samples]`` tensors; ``adversarial=False`` is a reconstruction-only (warm-up) step that leaves the
+    discriminator alone, ``generator=False`` a discriminator-only step against the frozen generator.
     Under torchrun both networks are wrapped in DDP, so gradients are averaged over processes.
     """
 
@@ -127,14 +128,18 @@ class GANTrainer:
         scaler.update()
         return float(norm)
 
-    def step(self, degraded: torch.Tensor, clean: torch.Tensor, adversarial: bool = True) -> dict[str, float]:
+    def step(
+        self, degraded: torch.Tensor, clean: torch.Tensor, adversarial: bool = True, generator: bool = True
+    ) -> dict[str, float]:
         """One training step; returns the losses and gradient norms as floats."""
+        if not (adversarial or generator):
+            raise ValueError("a step trains the generator, the discriminator or both")
         self.g.train()
         self.d.train()
         n = degraded.shape[0]
-        with self.autocast():
-            restored = self.g(degraded, self._post(degraded, self.gate)).float()
-        rec = self.reconstruction(restored, clean, degraded)
+        with self.autocast(), torch.set_grad_enabled(generator):
+            # the discriminator-only step runs the plain module: a compiled one would build a second graph
+            restored = (self.g if generator else self.generator)(degraded, self._post(degraded, self.gate)).float()
         metrics: dict[str, float] = {}
         if adversarial:
             with self.autocast():
@@ -148,6 +153,10 @@ class GANTrainer:
             # how far apart the discriminator holds real and restored clips (0 at chance, 1 when it separates them)
             metrics["d_real"], metrics["d_fake"] = mean_logit(real_logits), mean_logit(fake_logits)
             metrics["d_margin"] = metrics["d_real"] - metrics["d_fake"]
+            if not generator:
+                return metrics
+        rec = self.reconstruction(restored, clean, degraded)
+        if adversarial:
             # generator pass through the updated, frozen discriminator (no DDP: its weights get no gradient)
             self.discriminator.requires_grad_(False)
             try:

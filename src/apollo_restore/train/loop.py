@@ -392,7 +392,8 @@ class Trainer:
         for batch in loader:
             degraded = batch["degraded"].to(self.ctx.device, non_blocking=True)
             clean = batch["clean"].to(self.ctx.device, non_blocking=True)
-            metrics = self.gan.step(degraded, clean, adversarial=p.step >= tc.warmup_steps)
+            d_warm = tc.warmup_steps <= p.step < tc.warmup_steps + tc.discriminator_warmup_steps
+            metrics = self.gan.step(degraded, clean, adversarial=p.step >= tc.warmup_steps, generator=not d_warm)
             p.step += 1
             p.batch_in_epoch += 1
             for key, value in metrics.items():
