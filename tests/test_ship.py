@@ -24,11 +24,12 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    """Two epochs (8 steps, adversarial from step 2) of a tiny gated model, validated after each epoch."""
+    """Two epochs (8 steps: 2 reconstruction-only, 2 discriminator-only, 4 GAN) of a tiny gated model, validated
+    after each epoch."""
     tmp = tmp_path_factory.mktemp("ship")
     dataset = write_synthetic_dataset(tmp / "folder", "folder", n_songs=2, seconds=2.0, splits=("train", "valid"))
     run_dir = tmp / "run"
-    path = write_config(tmp / "run.yaml", dataset, run_dir, max_epochs=2)
+    path = write_config(tmp / "run.yaml", dataset, run_dir, max_epochs=2, discriminator_warmup_steps=2)
     path.write_text(path.read_text() + "gate:\n  below_db: 50.0\n")
     train(load_config(path))
     config = (run_dir / "config.yaml").read_text()
@@ -60,7 +61,8 @@ def test_ship_writes_model_card_and_registry(tmp_path, tiny_run, monkeypatch):
     records = read_metrics(tiny_run / "metrics.jsonl")
     last_val = [r for r in records if "val_si_snr" in r][-1]
     assert last_val["step"] == 8
-    assert "step 8 of the 8 it logged; 6 of those steps adversarial" in card
+    assert "step 8 of the 8 it logged; 4 of those steps adversarial, 2 discriminator-only (the generator frozen);" \
+        in card
     assert f"| si_snr | {last_val['val_si_snr']:.3f} | {last_val['val_si_snr_input']:.3f} |" in card
     assert f"| env_corr | {last_val['val_env_corr']:.3f} |" in card
     assert "Lineage: a tiny test run, `run/last`." in card  # the notes' paths are portable too

@@ -48,6 +48,7 @@ class RunRecord:
     step: int  # optimizer steps behind the checkpoint
     total_steps: int  # optimizer steps the run has logged
     adversarial_steps: int  # of ``step``, those with the adversarial losses on
+    discriminator_steps: int  # of ``step``, discriminator-only ones (``train.discriminator_warmup_steps``)
     hours: float  # training time of ``step`` steps (from the logged steps per second)
     validation: dict[str, Any] | None  # the validation record at ``step`` (None: none logged there)
 
@@ -73,15 +74,17 @@ def run_record(run: str | os.PathLike, which: str) -> RunRecord:
     run = Path(run)
     records = read_metrics(run / METRICS_FILE)
     step = _chosen_step(run, which, records)
-    hours, adversarial, done = 0.0, 0, 0
-    for record in sorted((r for r in records if "g_rec" in r and r["step"] <= step), key=lambda r: r["step"]):
+    hours, adversarial, discriminator, done = 0.0, 0, 0, 0
+    training = (r for r in records if ("g_rec" in r or "d_loss" in r) and r["step"] <= step)
+    for record in sorted(training, key=lambda r: r["step"]):
         count = record["step"] - done
         done = record["step"]
         hours += count / record["steps_per_sec"] / 3600 if record.get("steps_per_sec") else 0.0
         adversarial += count if "g_adv" in record else 0
+        discriminator += count if "g_rec" not in record else 0
     validation = [r for r in records if "val_si_snr" in r and r["step"] == step]
-    return RunRecord(run, which, step, max((r["step"] for r in records), default=0), adversarial, hours,
-                     validation[-1] if validation else None)
+    return RunRecord(run, which, step, max((r["step"] for r in records), default=0), adversarial, discriminator,
+                     hours, validation[-1] if validation else None)
 
 
 def portable_paths(text: str, run: Path) -> str:
@@ -111,6 +114,11 @@ def _gate_line(gate: Gate | None) -> str:
     return f"{rules} (`apollo_restore.gate`)"
 
 
+def _discriminator_only(record: RunRecord) -> str:
+    n = record.discriminator_steps
+    return f", {n} discriminator-only (the generator frozen)" if n else ""
+
+
 def _validation_table(record: dict[str, Any]) -> str:
     rows = ["| metric | restored | degraded input |", "|---|---|---|"]
     for name in CARD_METRICS:
@@ -129,7 +137,8 @@ def model_card(name: str, model: Apollo, gate: Gate | None, record: RunRecord | 
     config = ""
     if record is not None:
         lines.append(f"- Training: checkpoint `{record.which}` of run `{record.run.name}`, step {record.step} of the "
-                     f"{record.total_steps} it logged; {record.adversarial_steps} of those steps adversarial; "
+                     f"{record.total_steps} it logged; {record.adversarial_steps} of those steps adversarial"
+                     f"{_discriminator_only(record)}; "
                      f"{record.hours:.2f} h of training on the machine it ran on.")
         if record.validation is None:
             lines.append(f"- Validation: none logged at step {record.step}.")
