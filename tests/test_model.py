@@ -148,3 +148,22 @@ def test_inference_chunks_equal_one_pass_over_all_frames(causal):
     torch.testing.assert_close(chunked, whole.detach(), atol=1e-5, rtol=0)
     if causal:
         torch.testing.assert_close(torch.cat([first, rest], 1), whole.detach(), atol=1e-5, rtol=0)
+
+
+def test_training_pass_copies_no_activation_sized_tensor():
+    """With gradients, the activations do not run in place: an in-place SiLU makes autograd save a copy of
+    its input and copy the gradient back through the view (4 activation-sized copies per block, measured)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from apollo_restore.model.layers import BandTransformer, TemporalConvBlock
+
+    x = torch.randn(1, 12, 6, 16, requires_grad=True)
+    for block, wide in ((TemporalConvBlock(16, 3, causal=False), 4 * 16), (BandTransformer(16, 2, 6, 10000.0), 8 * 16)):
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            out = block(x)
+            (out[0] if isinstance(out, tuple) else out).square().sum().backward()
+        activation = [[1, 12, 6, wide], [12, 6, wide], [72, wide]]
+        copies = [e for e in prof.events() if e.name in ("aten::copy_", "aten::clone", "aten::fill_")
+                  and e.input_shapes and e.input_shapes[0] in activation
+                  and not (e.cpu_parent and e.cpu_parent.name == "aten::addmm")]  # addmm starts from the bias
+        assert not copies, f"{type(block).__name__}: {[(e.name, e.input_shapes[0]) for e in copies]}"
