@@ -68,7 +68,7 @@ def map_frames(fn: Callable[[Tensor, Tensor | None], Tensor], x: Tensor, frames:
 def _inplace() -> bool:
     """Whether activations may overwrite their input: only without gradients. With them, autograd would save a
     copy of the input for the backward pass and copy the gradient back through the view (4 full-size copies and a
-    fill per activation; a 64x2 CPU training step 1.06-1.08x faster without them, docs/training.md)."""
+    fill per activation; a 64x2 CPU training step 1.05-1.07x faster without them, docs/training.md)."""
     return not torch.is_grad_enabled()
 
 
