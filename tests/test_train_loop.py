@@ -287,3 +287,33 @@ def test_a_state_with_pickled_code_is_refused_even_with_a_matching_checksum(tmp_
     with pytest.raises(ApolloError, match="cannot read training state"):
         run_training(load_config(write_config(tmp_path / "e.yaml", dataset, run_dir)))
     assert not marker.exists()
+
+
+def test_a_run_carried_to_a_new_machine_resumes_where_it_stopped(tmp_path, dataset, monkeypatch):
+    """`scripts/carry_run.py`: save a stopped run, move its data, restore it elsewhere: it resumes exactly."""
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("carry_run", REPO / "scripts" / "carry_run.py")
+    carry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(carry)
+    straight = run(tmp_path, dataset, "straight", max_steps=6)
+    stopped = run(tmp_path, dataset, "stopped", max_steps=3)
+    monkeypatch.setenv("APOLLO_DATA", str(dataset.parent))
+    carry.save(stopped, tmp_path / "carry" / "long")
+    carried_config = (tmp_path / "carry" / "long" / "config.yaml").read_text()
+    assert "${APOLLO_DATA}/folder" in carried_config and str(dataset.parent) not in carried_config
+    moved = tmp_path / "new-machine" / "data"  # the data regenerated somewhere else
+    shutil.copytree(dataset.parent, moved)
+    monkeypatch.setenv("APOLLO_DATA", str(moved))
+    resumed_dir = tmp_path / "new-machine" / "run"
+    carry.restore(tmp_path / "carry" / "long", resumed_dir)
+    assert list(load_config(resumed_dir / "config.yaml").data.roots) == [str(moved / "folder")]
+    config = load_config(write_config(tmp_path / "moved.yaml", moved / "folder", resumed_dir, max_steps=6))
+    run_training(config)
+    a, b = training_state(straight), training_state(resumed_dir)
+    assert b["progress"]["step"] == 6
+    for net in ("generator", "discriminator"):
+        assert_same_tensors(a["trainer"][net], b["trainer"][net])
+    with pytest.raises(SystemExit, match="lacks"):
+        carry.save(tmp_path / "new-machine", tmp_path / "carry" / "bad")
