@@ -4,9 +4,9 @@ A run lives in its run directory, outside the checkout; ``apollo train CONFIG --
 next session gets a fresh machine, only what is committed survives. ``save`` copies the files a resume needs
 (``state.pt`` and its checksum: generator, discriminator, both optimizers, step, epoch, best score, RNG;
 ``config.yaml``; ``metrics.jsonl``; the ``best/`` checkpoint, once there is one) into ``carry/NAME/`` of the
-checkout, with this machine's ``$APOLLO_DATA`` written as ``${APOLLO_DATA}``; ``restore`` puts them back into a
-run directory, with ``$APOLLO_DATA`` expanded, so that the same ``apollo train`` command resumes at the saved
-step:
+checkout, with this machine's ``$APOLLO_DATA`` written as ``${APOLLO_DATA}`` and the run's own path as its
+name; ``restore`` puts them back into a run directory, with ``$APOLLO_DATA`` expanded, so that the same
+``apollo train`` command resumes at the saved step:
 
     python scripts/carry_run.py save RUNS/long-default long-default      # before the session ends (run stopped)
     python scripts/carry_run.py restore long-default RUNS/long-default   # on the new machine, after make-data
@@ -39,17 +39,17 @@ def _data_root() -> str:
 
 def save(run: Path, carried: Path) -> None:
     """Copy the stopped run ``run`` into ``carried``, this machine's ``$APOLLO_DATA`` written as a variable."""
-    _copy(run, carried, (_data_root(), PLACEHOLDER))
+    _copy(run, carried, (_data_root(), PLACEHOLDER), (str(run.resolve()), run.name))
 
 
 def restore(carried: Path, run: Path) -> None:
     """Copy ``carried`` into the run directory ``run`` (replaced), ``${APOLLO_DATA}`` expanded."""
-    _copy(carried, run, (PLACEHOLDER, _data_root()))
+    _copy(carried, run, (PLACEHOLDER, _data_root()))  # train.run_dir: the --run-dir of the resume
 
 
-def _copy(source: Path, destination: Path, rewrite: tuple[str, str]) -> None:
+def _copy(source: Path, destination: Path, *rewrites: tuple[str, str]) -> None:
     """Copy the run's files from ``source`` into a fresh ``destination`` (built beside it, renamed into place);
-    ``config.yaml`` gets ``rewrite[0]`` replaced by ``rewrite[1]``."""
+    in ``config.yaml`` each ``(old, new)`` of ``rewrites`` is replaced."""
     missing = [name for name in FILES if not (source / name).exists()]
     if missing:
         sys.exit(f"error: {source} lacks {', '.join(missing)}")
@@ -61,7 +61,10 @@ def _copy(source: Path, destination: Path, rewrite: tuple[str, str]) -> None:
     for name in (folder for folder in FOLDERS if (source / folder).is_dir()):
         shutil.copytree(source / name, staging / name)
     config = staging / CONFIG_FILE
-    config.write_text(config.read_text().replace(*rewrite))
+    text = config.read_text()
+    for old, new in rewrites:
+        text = text.replace(old, new)
+    config.write_text(text)
     shutil.rmtree(destination, ignore_errors=True)
     staging.rename(destination)
 
@@ -69,12 +72,12 @@ def _copy(source: Path, destination: Path, rewrite: tuple[str, str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    save = sub.add_parser("save", help="copy a stopped run's resumable files into carry/NAME/")
-    save.add_argument("run", type=Path)
-    save.add_argument("name")
-    restore = sub.add_parser("restore", help="copy carry/NAME/ into a run directory (replaced if it exists)")
-    restore.add_argument("name")
-    restore.add_argument("run", type=Path)
+    saving = sub.add_parser("save", help="copy a stopped run's resumable files into carry/NAME/")
+    saving.add_argument("run", type=Path)
+    saving.add_argument("name")
+    restoring = sub.add_parser("restore", help="copy carry/NAME/ into a run directory (replaced if it exists)")
+    restoring.add_argument("name")
+    restoring.add_argument("run", type=Path)
     args = parser.parse_args()
     if args.command == "save":
         save(args.run, CARRY_ROOT / args.name)
