@@ -18,15 +18,17 @@ import argparse
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from apollo_restore.train.config import DATA_VARIABLE
 from apollo_restore.train.loop import CHECKSUM_FILE, CONFIG_FILE, STATE_FILE
 from apollo_restore.train.records import METRICS_FILE
+from apollo_restore.train.ship import portable_paths
 
 CARRY_ROOT = Path(__file__).resolve().parent.parent / "carry"
 FILES = (STATE_FILE, CHECKSUM_FILE, CONFIG_FILE, METRICS_FILE)
-FOLDERS = ("best",)  # when the run has validated yet
+FOLDERS = ("best",)  # once the run has validated
 PLACEHOLDER = "${" + DATA_VARIABLE + "}"
 
 
@@ -38,18 +40,20 @@ def _data_root() -> str:
 
 
 def save(run: Path, carried: Path) -> None:
-    """Copy the stopped run ``run`` into ``carried``, this machine's ``$APOLLO_DATA`` written as a variable."""
-    _copy(run, carried, (_data_root(), PLACEHOLDER), (str(run.resolve()), run.name))
+    """Copy the stopped run ``run`` into ``carried``, its config's paths made portable as a card's are."""
+    _data_root()
+    _copy(run, carried, lambda text: portable_paths(text, run))
 
 
 def restore(carried: Path, run: Path) -> None:
     """Copy ``carried`` into the run directory ``run`` (replaced), ``${APOLLO_DATA}`` expanded."""
-    _copy(carried, run, (PLACEHOLDER, _data_root()))  # train.run_dir: the --run-dir of the resume
+    root = _data_root()
+    _copy(carried, run, lambda text: text.replace(PLACEHOLDER, root))  # train.run_dir: the resume's --run-dir
 
 
-def _copy(source: Path, destination: Path, *rewrites: tuple[str, str]) -> None:
-    """Copy the run's files from ``source`` into a fresh ``destination`` (built beside it, renamed into place);
-    in ``config.yaml`` each ``(old, new)`` of ``rewrites`` is replaced."""
+def _copy(source: Path, destination: Path, rewrite: Callable[[str], str]) -> None:
+    """Copy the run's files from ``source`` into a fresh ``destination`` (built beside it, renamed into place),
+    ``config.yaml``'s text passed through ``rewrite``."""
     missing = [name for name in FILES if not (source / name).exists()]
     if missing:
         sys.exit(f"error: {source} lacks {', '.join(missing)}")
@@ -61,10 +65,7 @@ def _copy(source: Path, destination: Path, *rewrites: tuple[str, str]) -> None:
     for name in (folder for folder in FOLDERS if (source / folder).is_dir()):
         shutil.copytree(source / name, staging / name)
     config = staging / CONFIG_FILE
-    text = config.read_text()
-    for old, new in rewrites:
-        text = text.replace(old, new)
-    config.write_text(text)
+    config.write_text(rewrite(config.read_text()))
     shutil.rmtree(destination, ignore_errors=True)
     staging.rename(destination)
 
